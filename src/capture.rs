@@ -209,6 +209,7 @@ impl Capture {
             if self.known.is_none() {
                 if let Some((s1, s2)) = self.salts {
                     self.known = Some(Position { salt1: s1, salt2: s2, frame: index - 1 });
+                    self.txn_base = self.known;
                 }
             }
         }

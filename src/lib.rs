@@ -1,5 +1,15 @@
 //! walship: continuous backup of SQLite databases from inside the application's process.
-//! See docs/ARCHITECTURE.md for the map of modules.
+//!
+//! Data flows one way: `ffi::vfs` (shim) → `capture` → channel → `shipper` → `storage`;
+//! `restore` runs it backwards. See docs/ARCHITECTURE.md for the map of modules.
 
 pub mod capture;
+pub mod config;
+pub mod ffi;
+pub mod logging;
+pub mod ltx;
+pub mod registry;
+pub mod shipper;
+pub mod snapshot;
+pub mod storage;
 pub mod wal;

@@ -76,7 +76,7 @@ impl<W: Write> Encoder<W> {
         check_page_order(&self.header, self.prev_pgno, pgno)?;
 
         let n = lz4_flex::block::compress_into(data, &mut self.compressed)
-            .map_err(|e| LtxError::Decompress { pgno, detail: format!("compressing: {e}") })?;
+            .map_err(|e| LtxError::Compress { pgno, detail: e.to_string() })?;
 
         let mut head = [0u8; PAGE_HEADER_SIZE + PAGE_SIZE_PREFIX];
         head[0..4].copy_from_slice(&pgno.to_be_bytes());
@@ -174,7 +174,7 @@ impl<W: Write> Encoder<W> {
 }
 
 /// Unsigned LEB128, as Go's `binary.AppendUvarint`.
-fn put_uvarint(buf: &mut Vec<u8>, mut v: u64) {
+pub(super) fn put_uvarint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push(v as u8 | 0x80);
         v >>= 7;

@@ -209,7 +209,9 @@ pub enum LtxError {
     FileChecksumMismatch { stored: u64, computed: u64 },
     #[error("post-apply checksum mismatch: given {stored:#018x}, pages hash to {computed:#018x}")]
     PostApplyChecksumMismatch { stored: u64, computed: u64 },
-    #[error("LTX encoder unusable after an earlier write error")]
+    #[error("page {pgno}: LZ4 compression failed: {detail}")]
+    Compress { pgno: u32, detail: String },
+    #[error("LTX encoder or decoder used again after it returned an error")]
     Poisoned,
 }
 

@@ -1,0 +1,251 @@
+//! Registry: the process-wide table of databases opened through the walship VFS.
+//!
+//! Owns, per database, the shared capture state (all connections of the process share one, as
+//! they share one WAL) and the shipper handle, and decides at first open whether a database is
+//! replicated (a config entry names it) or merely served. Called from the VFS callbacks: every
+//! method here returns quickly, takes only uncontended in-process locks, and never does network
+//! or database I/O — except closing the last connection, which waits (bounded by
+//! `shutdown-sync-timeout`) until what was committed is shipped.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use once_cell::sync::{Lazy, OnceCell};
+
+use crate::capture::{Capture, Event};
+use crate::config::{Config, ReplicaKind};
+use crate::shipper::{self, Handle};
+use crate::storage::file::FileStorage;
+use crate::storage::Storage;
+use crate::wal::{ShmHeader, WalHeader};
+
+pub struct Db {
+    pub path: String,
+    opens: Mutex<usize>,
+    capture: Mutex<Capture>,
+    ship: Option<Handle>,
+    shutdown_timeout: Duration,
+}
+
+static DBS: Lazy<Mutex<HashMap<String, Arc<Db>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
+static CONFIG: OnceCell<Option<Config>> = OnceCell::new();
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn config() -> Option<&'static Config> {
+    CONFIG
+        .get_or_init(|| match Config::discover() {
+            Ok(Some(c)) => {
+                for w in &c.warnings {
+                    log::warn!("{w}");
+                }
+                Some(c)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                log::error!("{e}; databases are served but NOT replicated until this is fixed");
+                None
+            }
+        })
+        .as_ref()
+}
+
+/// Directory for walship's own files next to the database: `.<name>-walship`.
+pub fn work_dir(db_path: &str) -> PathBuf {
+    let p = Path::new(db_path);
+    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    p.with_file_name(format!(".{name}-walship"))
+}
+
+fn start_replication(path: &str) -> (Option<Handle>, Duration) {
+    let default_timeout = Duration::from_secs(30);
+    let Some(cfg) = config() else {
+        log::info!("{path}: no walship configuration found; served without replication");
+        return (None, default_timeout);
+    };
+    let timeout = cfg.shutdown_sync_timeout;
+    let Some(db) = cfg.db_for(Path::new(path)) else {
+        log::info!("{path}: not listed in the configuration ({:?}); served without replication", cfg.source);
+        return (None, timeout);
+    };
+    let replica = &db.replica;
+    let storage: Box<dyn Storage> = match &replica.kind {
+        ReplicaKind::File { path: dir } => Box::new(FileStorage::new(dir.clone())),
+        other => {
+            log::error!(
+                "{path}: replica type '{}' is not available in this build yet; served without replication",
+                other.type_name()
+            );
+            return (None, timeout);
+        }
+    };
+    log::info!("{path}: replicating to {} every {:?}", storage.describe(), replica.sync_interval);
+    let settings = shipper::Settings {
+        db_path: path.to_string(),
+        work_dir: work_dir(path),
+        sync_interval: replica.sync_interval,
+        queue_limit: 64 << 20,
+    };
+    (Some(Handle::start(settings, storage)), timeout)
+}
+
+/// A main database file was opened through the VFS.
+pub fn open_main(path: &str) -> Arc<Db> {
+    let mut dbs = lock(&DBS);
+    if let Some(db) = dbs.get(path) {
+        *lock(&db.opens) += 1;
+        return db.clone();
+    }
+    let (ship, shutdown_timeout) = start_replication(path);
+    let db = Arc::new(Db {
+        path: path.to_string(),
+        opens: Mutex::new(1),
+        capture: Mutex::new(Capture::new()),
+        ship,
+        shutdown_timeout,
+    });
+    dbs.insert(path.to_string(), db.clone());
+    db
+}
+
+/// A main database handle was closed; the last close ships what is left.
+pub fn close_main(db: Arc<Db>) {
+    let last = {
+        let mut dbs = lock(&DBS);
+        let mut n = lock(&db.opens);
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            dbs.remove(&db.path);
+            true
+        } else {
+            false
+        }
+    };
+    if last {
+        if let Some(ship) = &db.ship {
+            match ship.shutdown(db.shutdown_timeout) {
+                Ok(txid) => log::debug!("{}: closed; replica at TXID {txid:016x}", db.path),
+                Err(e) => log::error!("{}: closed before replication finished: {e}", db.path),
+            }
+        }
+    }
+}
+
+/// The database a WAL file belongs to, if it was opened through the VFS.
+pub fn lookup_wal(wal_path: &str) -> Option<Arc<Db>> {
+    let db = wal_path.strip_suffix("-wal")?;
+    lock(&DBS).get(db).cloned()
+}
+
+impl Db {
+    fn capture(&self, f: impl FnOnce(&mut Capture) -> Vec<Event>) {
+        let Some(ship) = &self.ship else { return };
+        let events = f(&mut lock(&self.capture));
+        for e in events {
+            ship.send(e);
+        }
+    }
+
+    pub fn wal_opened(&self, header: Option<&[u8]>) {
+        if let Some(h) = header.and_then(WalHeader::parse) {
+            self.capture(|c| {
+                c.observe_wal_header(&h);
+                Vec::new()
+            });
+        }
+    }
+
+    pub fn wal_write(&self, offset: u64, data: &[u8]) {
+        self.capture(|c| {
+            c.wal_write(offset, data);
+            Vec::new()
+        });
+    }
+
+    pub fn wal_truncated(&self, size: u64) {
+        self.capture(|c| {
+            c.wal_truncated(size);
+            Vec::new()
+        });
+    }
+
+    pub fn write_lock(&self, shm: Option<ShmHeader>) {
+        self.capture(|c| c.write_lock(shm));
+    }
+
+    pub fn write_unlock(&self, shm: Option<ShmHeader>) {
+        self.capture(|c| c.end_transaction(shm, now_ms()));
+    }
+
+    pub fn commit_phase_two(&self, shm: Option<ShmHeader>) {
+        self.capture(|c| c.end_transaction(shm, now_ms()));
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn db_status_json(db: &Db) -> String {
+    let Some(ship) = &db.ship else {
+        return format!("{{\"path\":{},\"replicated\":false}}", json_str(&db.path));
+    };
+    let s = ship.status();
+    let lag = s.last_sync_ms.map(|t| (now_ms() - t).max(0));
+    format!(
+        "{{\"path\":{},\"replicated\":true,\"replica\":{},\"txid\":\"{:016x}\",\"txid_int\":{},\"last_sync_ms\":{},\"lag_ms\":{},\"pending_txns\":{},\"backlog_bytes\":{},\"snapshots\":{},\"last_error\":{}}}",
+        json_str(&db.path),
+        json_str(&s.replica),
+        s.txid,
+        s.txid,
+        s.last_sync_ms.map(|v| v.to_string()).unwrap_or("null".into()),
+        lag.map(|v| v.to_string()).unwrap_or("null".into()),
+        s.pending_txns,
+        s.queued_bytes,
+        s.snapshots,
+        s.last_error.as_deref().map(json_str).unwrap_or("null".into()),
+    )
+}
+
+/// JSON status of one database (the calling connection's), or of all when it is not ours.
+pub fn status_json(path: Option<&str>) -> String {
+    let dbs = lock(&DBS);
+    if let Some(db) = path.and_then(|p| dbs.get(p)) {
+        return db_status_json(db);
+    }
+    let all: Vec<String> = dbs.values().map(|d| db_status_json(d)).collect();
+    format!("{{\"databases\":[{}]}}", all.join(","))
+}
+
+/// Waits until everything the database committed so far is in its replica; returns the TXID.
+pub fn flush(path: Option<&str>, timeout: Duration) -> Result<u64, String> {
+    let db = {
+        let dbs = lock(&DBS);
+        path.and_then(|p| dbs.get(p).cloned())
+    };
+    let db = db.ok_or("this connection's database was not opened through the walship VFS")?;
+    let ship = db.ship.as_ref().ok_or("this database is not replicated (no configuration names it)")?;
+    ship.flush(timeout)
+}

@@ -1,0 +1,586 @@
+//! Shipper: one background thread per replicated database. Receives capture events from a
+//! bounded channel, checks that they continue the replica's history, batches them per sync
+//! interval into level-0 LTX files, and writes snapshots when continuity cannot be proven.
+//!
+//! Owns the replica's position (TXID, database checksum, per-page checksum terms) and the
+//! channel's receiving end. The sending side (`Handle::send`) never blocks and never fails: when
+//! the queue is over its byte budget the event is dropped and a discontinuity is recorded, which
+//! the thread repairs with a snapshot. Never touches SQLite's files except through `snapshot`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+
+use crate::capture::{Event, Position, Txn};
+use crate::ltx::{self, Encoder, Header};
+use crate::snapshot;
+use crate::storage::{Storage, SNAPSHOT_LEVEL};
+use crate::wal;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub db_path: String,
+    /// Directory for temporary files, next to the database.
+    pub work_dir: PathBuf,
+    pub sync_interval: Duration,
+    /// Byte budget of events waiting in the channel.
+    pub queue_limit: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub replica: String,
+    pub txid: u64,
+    pub last_sync_ms: Option<i64>,
+    pub pending_txns: usize,
+    pub queued_bytes: usize,
+    pub snapshots: u64,
+    pub last_error: Option<String>,
+}
+
+enum Msg {
+    Event(Event),
+    Flush(Sender<Result<u64, String>>),
+    Shutdown(Sender<Result<u64, String>>),
+}
+
+pub struct Handle {
+    tx: Sender<Msg>,
+    queued: Arc<AtomicUsize>,
+    overflow: AtomicBool,
+    limit: usize,
+    status: Arc<Mutex<Status>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Handle {
+    pub fn start(settings: Settings, storage: Box<dyn Storage>) -> Handle {
+        let (tx, rx) = bounded(65_536);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let status = Arc::new(Mutex::new(Status { replica: storage.describe(), ..Status::default() }));
+        let limit = settings.queue_limit;
+        let mut s = Shipper::new(settings, storage, rx, queued.clone(), status.clone());
+        let thread = std::thread::Builder::new()
+            .name("walship-shipper".into())
+            .spawn(move || s.run())
+            .ok();
+        Handle { tx, queued, overflow: AtomicBool::new(false), limit, status, thread: Mutex::new(thread) }
+    }
+
+    /// Queues a capture event. Never blocks: over budget, the event is dropped and the stream
+    /// is marked broken, so the shipper takes a snapshot instead.
+    pub fn send(&self, ev: Event) {
+        let size = match &ev {
+            Event::Commit(t) => t.bytes(),
+            _ => 64,
+        };
+        if self.overflow.load(Ordering::Acquire) {
+            let gap = Msg::Event(Event::Discontinuity { reason: "the replication queue was full".into() });
+            if self.tx.try_send(gap).is_ok() {
+                self.overflow.store(false, Ordering::Release);
+            } else {
+                return;
+            }
+        }
+        if self.queued.load(Ordering::Acquire) + size > self.limit {
+            self.overflow.store(true, Ordering::Release);
+            return;
+        }
+        self.queued.fetch_add(size, Ordering::AcqRel);
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(Msg::Event(ev)) {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            self.overflow.store(true, Ordering::Release);
+        }
+    }
+
+    fn request(&self, make: impl FnOnce(Sender<Result<u64, String>>) -> Msg, timeout: Duration) -> Result<u64, String> {
+        let (ack_tx, ack_rx) = bounded(1);
+        self.tx.send_timeout(make(ack_tx), timeout).map_err(|_| "the shipper is not running".to_string())?;
+        match ack_rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(_) => Err(format!("not everything was replicated within {timeout:?}")),
+        }
+    }
+
+    /// Returns once every transaction committed before the call is durable in the replica.
+    pub fn flush(&self, timeout: Duration) -> Result<u64, String> {
+        self.request(Msg::Flush, timeout)
+    }
+
+    /// Ships what is left and stops the thread, waiting at most `timeout`.
+    pub fn shutdown(&self, timeout: Duration) -> Result<u64, String> {
+        let r = self.request(Msg::Shutdown, timeout);
+        if r.is_ok() {
+            if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = t.join();
+            }
+        }
+        r
+    }
+
+    pub fn status(&self) -> Status {
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        s.queued_bytes = self.queued.load(Ordering::Acquire);
+        s
+    }
+}
+
+/// Where the replica stands.
+struct Replica {
+    txid: u64,
+    checksum: u64,
+    page_size: u32,
+    db_size: u32,
+    page_sums: Vec<u64>,
+    /// The WAL position the replica's newest state corresponds to.
+    position: Position,
+    /// True until the first event after a snapshot is accepted: events that predate the
+    /// snapshot may still arrive and are already part of it.
+    fresh: bool,
+}
+
+struct Shipper {
+    s: Settings,
+    storage: Box<dyn Storage>,
+    rx: Receiver<Msg>,
+    queued: Arc<AtomicUsize>,
+    status: Arc<Mutex<Status>>,
+    replica: Option<Replica>,
+    need_snapshot: Option<String>,
+    batch: Vec<Txn>,
+    batch_started: Option<Instant>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    deferred: Vec<Msg>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// True when position `a` is at or before `b` in the WAL's history (salt-1 grows by one on
+/// every restart, so it orders generations).
+fn at_or_before(a: &Position, b: &Position) -> bool {
+    if a == b {
+        return true;
+    }
+    if (a.salt1, a.salt2) == (b.salt1, b.salt2) {
+        return a.frame <= b.frame;
+    }
+    (a.salt1.wrapping_sub(b.salt1) as i32) < 0
+}
+
+impl Shipper {
+    fn new(
+        s: Settings,
+        storage: Box<dyn Storage>,
+        rx: Receiver<Msg>,
+        queued: Arc<AtomicUsize>,
+        status: Arc<Mutex<Status>>,
+    ) -> Shipper {
+        Shipper {
+            s,
+            storage,
+            rx,
+            queued,
+            status,
+            replica: None,
+            need_snapshot: Some("first open of the database in this process".into()),
+            batch: Vec::new(),
+            batch_started: None,
+            retry_at: None,
+            backoff: Duration::from_millis(100),
+            deferred: Vec::new(),
+        }
+    }
+
+    fn run(&mut self) {
+        loop {
+            self.try_repair();
+            let wait = self.next_wakeup().saturating_duration_since(Instant::now());
+            let msg = match self.deferred.pop() {
+                Some(m) => Ok(m),
+                None => self.rx.recv_timeout(wait),
+            };
+            match msg {
+                Ok(Msg::Event(e)) => self.on_event(e),
+                Ok(Msg::Flush(ack)) => {
+                    let r = self.sync_all();
+                    let _ = ack.send(r);
+                }
+                Ok(Msg::Shutdown(ack)) => {
+                    let r = self.sync_all();
+                    let _ = ack.send(r);
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.sync_all();
+                    return;
+                }
+            }
+            if self.batch_started.is_some_and(|t| t.elapsed() >= self.s.sync_interval) {
+                self.ship_batch_logged();
+            }
+        }
+    }
+
+    fn next_wakeup(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let batch = self.batch_started.map(|t| t + self.s.sync_interval).unwrap_or(far);
+        let retry = if self.need_snapshot.is_some() || !self.batch.is_empty() {
+            self.retry_at.unwrap_or_else(Instant::now)
+        } else {
+            far
+        };
+        batch.min(retry).min(far)
+    }
+
+    fn set_error(&mut self, e: Option<String>) {
+        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if e.is_some() && st.last_error != e {
+            log::warn!("{}: {}", self.s.db_path, e.as_deref().unwrap_or(""));
+        } else if e.is_none() && st.last_error.is_some() {
+            log::info!("{}: replication recovered", self.s.db_path);
+        }
+        st.last_error = e;
+    }
+
+    fn failed(&mut self, e: String) {
+        self.set_error(Some(e));
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+    }
+
+    fn succeeded(&mut self) {
+        self.set_error(None);
+        self.retry_at = None;
+        self.backoff = Duration::from_millis(100);
+        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.txid = self.replica.as_ref().map(|r| r.txid).unwrap_or(0);
+        st.pending_txns = self.batch.len();
+        st.last_sync_ms = Some(now_ms());
+    }
+
+    fn on_event(&mut self, e: Event) {
+        if let Event::Commit(t) = &e {
+            self.queued.fetch_sub(t.bytes(), Ordering::AcqRel);
+        }
+        if self.need_snapshot.is_some() {
+            return; // the snapshot will read this state from the files
+        }
+        let Some(r) = self.replica.as_mut() else { return };
+        match e {
+            Event::Discontinuity { reason } => {
+                log::warn!("{}: {reason}; a new snapshot will be taken", self.s.db_path);
+                self.need_snapshot = Some(reason);
+            }
+            Event::Reset { from, to } => match from {
+                Some(f) if f == r.position => {
+                    r.position = to;
+                    r.fresh = false;
+                }
+                Some(f) if r.fresh && at_or_before(&f, &r.position) => {}
+                _ => self.need_snapshot = Some("the WAL was reset from an unexpected position".into()),
+            },
+            Event::Commit(t) => {
+                let base = t.base;
+                if base == Some(r.position) {
+                    r.position = t.end;
+                    r.fresh = false;
+                    if self.batch.is_empty() {
+                        self.batch_started = Some(Instant::now());
+                    }
+                    self.batch.push(t);
+                } else if r.fresh
+                    && (at_or_before(&t.end, &r.position)
+                        || (r.position.frame == 0 && base.is_some_and(|b| b.frame != 0)))
+                {
+                    // Committed before the snapshot was read: already in it.
+                } else {
+                    self.need_snapshot = Some(format!(
+                        "a transaction does not continue the replicated history (expected WAL position {:?}, got {:?})",
+                        r.position, base
+                    ));
+                }
+            }
+        }
+    }
+
+    fn try_repair(&mut self) {
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        if self.need_snapshot.is_some() {
+            match self.snapshot() {
+                Err(e) => {
+                    self.failed(e);
+                    return;
+                }
+                // Nothing to copy yet (an empty database): look again soon, quietly.
+                Ok(false) => {
+                    self.retry_at = Some(Instant::now() + Duration::from_millis(250));
+                    return;
+                }
+                Ok(true) => self.succeeded(),
+            }
+        }
+        if !self.batch.is_empty() && self.retry_at.is_none() && self.batch_started.is_none() {
+            self.ship_batch_logged();
+        }
+    }
+
+    fn ship_batch_logged(&mut self) {
+        match self.ship_batch() {
+            Ok(()) => self.succeeded(),
+            Err(e) => {
+                self.batch_started = None;
+                self.failed(e)
+            }
+        }
+    }
+
+    /// Everything received so far, shipped now.
+    fn sync_all(&mut self) -> Result<u64, String> {
+        // Events already in the channel were committed before the request: take them first.
+        while let Ok(m) = self.rx.try_recv() {
+            match m {
+                Msg::Event(e) => self.on_event(e),
+                other => self.deferred.insert(0, other),
+            }
+        }
+        if self.need_snapshot.is_some() && !self.snapshot()? {
+            return Ok(0);
+        }
+        self.ship_batch()?;
+        self.succeeded();
+        Ok(self.replica.as_ref().map(|r| r.txid).unwrap_or(0))
+    }
+
+    /// Writes one level-0 file with every batched transaction (pages merged, sorted).
+    fn ship_batch(&mut self) -> Result<(), String> {
+        if self.batch.is_empty() {
+            self.batch_started = None;
+            return Ok(());
+        }
+        let Some(r) = self.replica.as_mut() else { return Err("no replica position".into()) };
+        let last = self.batch.last().expect("non-empty");
+        let (db_size, page_size, ts) = (last.db_size, last.page_size, last.committed_at_ms);
+        if page_size != r.page_size {
+            self.need_snapshot = Some(format!("page size changed from {} to {page_size}", r.page_size));
+            self.batch.clear();
+            return Ok(());
+        }
+        let end = last.end;
+        let lock = ltx::lock_pgno(page_size);
+        let batch = std::mem::take(&mut self.batch);
+        let mut pages: BTreeMap<u32, &[u8]> = BTreeMap::new();
+        for t in &batch {
+            for (pgno, p) in &t.pages {
+                pages.insert(*pgno, p);
+            }
+        }
+        pages.retain(|&p, _| p <= db_size && p != lock);
+        let txid = r.txid + 1;
+        let first = batch.first().expect("non-empty");
+        let (wal_offset, wal_size, salts) = match first.base {
+            Some(b) if b.frame < end.frame && (b.salt1, b.salt2) == (end.salt1, end.salt2) => {
+                let fsz = wal::FRAME_HEADER_SIZE as i64 + page_size as i64;
+                (wal::frame_offset(b.frame + 1, page_size) as i64, (end.frame - b.frame) as i64 * fsz, (b.salt1, b.salt2))
+            }
+            _ => (0, 0, (0, 0)),
+        };
+        // The post-apply checksum, rolled forward page by page.
+        let mut sums = r.page_sums.clone();
+        sums.resize(db_size as usize, 0);
+        let mut acc = sums.iter().fold(0u64, |a, s| a ^ s);
+        for (&pgno, p) in &pages {
+            let new = ltx::page_checksum(pgno, p);
+            let slot = &mut sums[pgno as usize - 1];
+            acc ^= *slot ^ new;
+            *slot = new;
+        }
+        let header = Header {
+            flags: ltx::HEADER_FLAG_NO_CHECKSUM,
+            page_size,
+            commit: db_size,
+            min_txid: txid,
+            max_txid: txid,
+            timestamp_ms: ts,
+            pre_apply_checksum: 0,
+            wal_offset,
+            wal_size,
+            wal_salt1: salts.0,
+            wal_salt2: salts.1,
+            node_id: 0,
+        };
+        let post = ltx::checksum_flag(acc);
+        let mut enc = Encoder::new(Vec::new(), &header).map_err(|e| e.to_string())?;
+        for (&pgno, p) in &pages {
+            enc.write_page(pgno, p).map_err(|e| e.to_string())?;
+        }
+        let (bytes, _) = enc.finish(0).map_err(|e| e.to_string())?;
+        if let Err(e) = self.storage.put(0, txid, txid, &mut bytes.as_slice()) {
+            self.batch = batch;
+            return Err(format!("upload of TXID {txid:016x} failed: {e}"));
+        }
+        r.txid = txid;
+        r.checksum = post;
+        r.page_sums = sums;
+        r.db_size = db_size;
+        let state = LocalState { replica: self.storage.describe(), txid, checksum: post };
+        state.save(&self.s.work_dir);
+        self.batch_started = None;
+        log::debug!("{}: shipped TXID {txid:016x} ({} pages)", self.s.db_path, pages.len());
+        Ok(())
+    }
+
+    /// The newest file in the replica: (txid, database checksum if this host's state file
+    /// vouches for it, page size). Litestream-format files carry no database checksum.
+    fn replica_tail(&self) -> Result<Option<(u64, u64, u32)>, String> {
+        let mut best: Option<crate::storage::FileInfo> = None;
+        for level in [0u8, 1, 2, 3, SNAPSHOT_LEVEL] {
+            for f in self.storage.list(level).map_err(|e| e.to_string())? {
+                if best.as_ref().is_none_or(|b| f.max_txid > b.max_txid) {
+                    best = Some(f);
+                }
+            }
+        }
+        let Some(f) = best else { return Ok(None) };
+        let rd = self.storage.open(f.level, f.min_txid, f.max_txid).map_err(|e| e.to_string())?;
+        let dec = ltx::Decoder::new(rd).map_err(|e| format!("reading the replica's newest file: {e}"))?;
+        let (page_size, txid) = (dec.header().page_size, dec.header().max_txid);
+        let checksum = LocalState::load(&self.s.work_dir)
+            .filter(|st| st.txid == txid && st.replica == self.storage.describe())
+            .map(|st| st.checksum)
+            .unwrap_or(0);
+        Ok(Some((txid, checksum, page_size)))
+    }
+
+    /// Reads a consistent image and makes the replica match it: resume if it already does,
+    /// otherwise write a snapshot as the next TXID. `Ok(false)`: the database is still empty.
+    fn snapshot(&mut self) -> Result<bool, String> {
+        // Commits already queued predate the image: the image will contain them.
+        while let Ok(m) = self.rx.try_recv() {
+            match m {
+                Msg::Event(Event::Commit(t)) => {
+                    self.queued.fetch_sub(t.bytes(), Ordering::AcqRel);
+                }
+                Msg::Event(_) => {}
+                other => self.deferred.insert(0, other),
+            }
+        }
+        let tail = match &self.replica {
+            Some(r) => Some((r.txid, r.checksum, r.page_size)),
+            None => self.replica_tail()?,
+        };
+        let img = snapshot::take(&self.s.db_path, &self.s.work_dir).map_err(|e| e.to_string())?;
+        if img.db_size == 0 {
+            return Ok(false);
+        }
+        let resumed = self.replica.is_none()
+            && tail.is_some_and(|(_, c, ps)| c == img.checksum && ps == img.page_size && img.db_size > 0);
+        let txid = if resumed {
+            tail.map(|t| t.0).unwrap_or(1)
+        } else {
+            let txid = tail.map(|t| t.0 + 1).unwrap_or(1);
+            self.write_snapshot(&img, txid)?;
+            txid
+        };
+        if !resumed {
+            LocalState { replica: self.storage.describe(), txid, checksum: img.checksum }.save(&self.s.work_dir);
+        }
+        if resumed {
+            log::info!("{}: replica is current at TXID {txid:016x}; resuming", self.s.db_path);
+        } else {
+            let why = self.need_snapshot.as_deref().unwrap_or("");
+            log::info!("{}: wrote snapshot at TXID {txid:016x} ({why})", self.s.db_path);
+            self.status.lock().unwrap_or_else(|p| p.into_inner()).snapshots += 1;
+        }
+        self.replica = Some(Replica {
+            txid,
+            checksum: img.checksum,
+            page_size: img.page_size,
+            db_size: img.db_size,
+            page_sums: img.page_sums.clone(),
+            position: img.position,
+            fresh: true,
+        });
+        self.need_snapshot = None;
+        self.batch.clear();
+        self.batch_started = None;
+        Ok(true)
+    }
+
+    fn write_snapshot(&self, img: &snapshot::Image, txid: u64) -> Result<(), String> {
+        let header = Header {
+            flags: ltx::HEADER_FLAG_NO_CHECKSUM,
+            page_size: img.page_size,
+            commit: img.db_size,
+            min_txid: 1,
+            max_txid: txid,
+            timestamp_ms: now_ms(),
+            ..Header::default()
+        };
+        let tmp_path = self.s.work_dir.join("snapshot.ltx.tmp");
+        let out = std::fs::File::create(&tmp_path).map_err(|e| format!("{}: {e}", tmp_path.display()))?;
+        let mut enc = Encoder::new(std::io::BufWriter::with_capacity(1 << 20, out), &header).map_err(|e| e.to_string())?;
+        let lock = ltx::lock_pgno(img.page_size);
+        let mut page = vec![0u8; img.page_size as usize];
+        for pgno in 1..=img.db_size {
+            if pgno == lock {
+                continue;
+            }
+            img.read_page(pgno, &mut page).map_err(|e| format!("reading snapshot image: {e}"))?;
+            enc.write_page(pgno, &page).map_err(|e| e.to_string())?;
+        }
+        let (w, _) = enc.finish(0).map_err(|e| e.to_string())?;
+        w.into_inner().map_err(|e| e.to_string())?.sync_all().map_err(|e| e.to_string())?;
+        let mut f = std::fs::File::open(&tmp_path).map_err(|e| e.to_string())?;
+        let r = self
+            .storage
+            .put(SNAPSHOT_LEVEL, 1, txid, &mut f)
+            .map_err(|e| format!("upload of snapshot TXID {txid:016x} failed: {e}"));
+        let _ = std::fs::remove_file(&tmp_path);
+        r.map(|_| ())
+    }
+}
+
+/// What this host last shipped, kept beside the database: the replica's files carry no database
+/// checksum (Litestream writes them without), so this is how a restart proves that the replica's
+/// newest state is the local database's state and resumes without a new snapshot.
+struct LocalState {
+    replica: String,
+    txid: u64,
+    checksum: u64,
+}
+
+impl LocalState {
+    const FILE: &'static str = "state";
+
+    fn save(&self, dir: &std::path::Path) {
+        let tmp = dir.join("state.tmp");
+        let text = format!("{}\n{:016x}\n{:016x}\n", self.replica, self.txid, self.checksum);
+        // Best effort: a missing or stale state only costs a snapshot at the next open.
+        if std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&tmp, text)).is_ok() {
+            let _ = std::fs::rename(&tmp, dir.join(Self::FILE));
+        }
+    }
+
+    fn load(dir: &std::path::Path) -> Option<LocalState> {
+        let text = std::fs::read_to_string(dir.join(Self::FILE)).ok()?;
+        let mut l = text.lines();
+        let replica = l.next()?.to_string();
+        let txid = u64::from_str_radix(l.next()?, 16).ok()?;
+        let checksum = u64::from_str_radix(l.next()?, 16).ok()?;
+        Some(LocalState { replica, txid, checksum })
+    }
+}

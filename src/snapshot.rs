@@ -1,0 +1,206 @@
+//! Snapshot: a consistent full image of a live database, taken without stopping its writers.
+//!
+//! Owns reading the database file and its WAL (through the OS VFS, never `std::fs`, which would
+//! drop the app's POSIX locks) into a temporary image file beside the database. Never writes the
+//! database or the WAL, never takes a SQLite lock, never runs a checkpoint.
+//!
+//! Why the image is exact: copy the db file, then overlay every frame of the WAL's committed
+//! prefix (up to its last commit frame M). During the copy a checkpoint can only backfill frames
+//! that are in that WAL (≤ M), and those are overlaid afterwards, so torn or newer pages never
+//! survive. This holds while the WAL was not restarted during the copy: a restart would let a
+//! checkpoint backfill frames we can no longer read. So the WAL header is compared before the
+//! copy and after the WAL scan (salt-1 grows on every restart), and the read is retried on change.
+//! With no WAL at all, the db file's stat must not change during the copy.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::capture::Position;
+use crate::ffi::osfile::{Cursor, OsFile};
+use crate::ltx;
+use crate::wal::{self, WalHeader};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot of {db}: {what}: {source}")]
+    Io { db: String, what: &'static str, source: std::io::Error },
+    #[error("snapshot of {db}: the database kept changing under the reader ({tries} tries); will retry later")]
+    Unstable { db: String, tries: u32 },
+    #[error("snapshot of {db}: {what}")]
+    Invalid { db: String, what: String },
+}
+
+/// A full database image at `position`, in a temporary file of `db_size * page_size` bytes.
+pub struct Image {
+    pub page_size: u32,
+    pub db_size: u32,
+    pub position: Position,
+    pub file: File,
+    pub path: PathBuf,
+    /// Per-page checksum terms (index pgno-1; 0 for the lock page), for rolling the db checksum.
+    pub page_sums: Vec<u64>,
+    pub checksum: u64,
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+impl Image {
+    /// Page `pgno` (1-based) of the image.
+    pub fn read_page(&self, pgno: u32, buf: &mut [u8]) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, (pgno as u64 - 1) * self.page_size as u64)
+    }
+}
+
+fn wal_header(wal: Option<&OsFile>) -> Option<WalHeader> {
+    let mut b = [0u8; wal::WAL_HEADER_SIZE];
+    match wal?.read_at(&mut b, 0) {
+        Ok(true) => WalHeader::parse(&b),
+        _ => None,
+    }
+}
+
+fn stat_key(p: &str) -> Option<(i64, i64, u64, u64)> {
+    fs::metadata(p).ok().map(|m| (m.mtime(), m.mtime_nsec(), m.size(), m.ino()))
+}
+
+/// Reads a consistent image of `db_path` into a temporary file in `work_dir`.
+pub fn take(db_path: &str, work_dir: &Path) -> Result<Image, SnapshotError> {
+    const TRIES: u32 = 20;
+    for attempt in 0..TRIES {
+        if let Some(img) = try_take(db_path, work_dir)? {
+            return Ok(img);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5 << attempt.min(6)));
+    }
+    Err(SnapshotError::Unstable { db: db_path.into(), tries: TRIES })
+}
+
+fn try_take(db_path: &str, work_dir: &Path) -> Result<Option<Image>, SnapshotError> {
+    let io = |what: &'static str| move |e: std::io::Error| SnapshotError::Io { db: db_path.into(), what, source: e };
+    let wal_path = format!("{db_path}-wal");
+    let wal = OsFile::open(&wal_path, true).map_err(io("open WAL"))?;
+    let before = wal_header(wal.as_ref());
+    let stat_before = stat_key(db_path);
+    let db = OsFile::open(db_path, false)
+        .map_err(io("open database"))?
+        .ok_or_else(|| SnapshotError::Invalid { db: db_path.into(), what: "database file does not exist".into() })?;
+
+    fs::create_dir_all(work_dir).map_err(io("create work directory"))?;
+    let path = work_dir.join("snapshot.tmp");
+    let mut out = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(io("create image file"))?;
+
+    // 1. The database file as it is now.
+    let db_len = db.size().map_err(io("size database"))?;
+    let mut first = [0u8; 100];
+    let have_header = db_len >= 100 && db.read_at(&mut first, 0).map_err(io("read database header"))?;
+    let mut page_size = if have_header {
+        wal::decode_page_size(u16::from_be_bytes([first[16], first[17]]) as u32)
+    } else {
+        None
+    };
+    let chunk = 1 << 20;
+    let mut buf = vec![0u8; chunk];
+    let mut off = 0u64;
+    while off < db_len {
+        let n = chunk.min((db_len - off) as usize);
+        db.read_at(&mut buf[..n], off).map_err(io("read database"))?;
+        out.write_all(&buf[..n]).map_err(io("write image"))?;
+        off += n as u64;
+    }
+    let mut covered = db_len;
+
+    // 2. The WAL's committed prefix, overlaid in frame order (later frames win).
+    let mut scan = None;
+    if let Some(w) = wal.as_ref() {
+        let len = w.size().map_err(io("size WAL"))?;
+        let mut cur = Cursor { file: w, pos: 0, len };
+        let mut werr = None;
+        let s = wal::scan(&mut cur, |_, fh, page| {
+            let at = (fh.pgno as u64 - 1) * page.len() as u64;
+            if let Err(e) = out.write_all_at(page, at) {
+                werr.get_or_insert(e);
+            }
+            covered = covered.max(at + page.len() as u64);
+        })
+        .map_err(io("read WAL"))?;
+        if let Some(e) = werr {
+            return Err(io("write image")(e));
+        }
+        scan = s;
+    }
+    let after = wal_header(wal.as_ref());
+    let same_wal = match (before, after) {
+        (Some(a), Some(b)) => (a.salt1, a.salt2, a.checkpoint_seq) == (b.salt1, b.salt2, b.checkpoint_seq),
+        (None, None) => stat_key(db_path) == stat_before,
+        _ => false,
+    };
+    if !same_wal {
+        return Ok(None);
+    }
+
+    let (position, db_size) = match scan.filter(|s| s.last_commit > 0) {
+        Some(s) => {
+            if page_size.is_some_and(|p| p != s.header.page_size) && db_len > 0 {
+                return Ok(None);
+            }
+            page_size = Some(s.header.page_size);
+            (Position { salt1: s.header.salt1, salt2: s.header.salt2, frame: s.last_commit }, s.db_size)
+        }
+        None => {
+            let salts = after.map(|h| (h.salt1, h.salt2)).unwrap_or((0, 0));
+            let ps = page_size.unwrap_or(4096) as u64;
+            // The in-header size is valid when the change counter matches version-valid-for.
+            let hdr_size = u32::from_be_bytes([first[28], first[29], first[30], first[31]]);
+            let valid = have_header && first[24..28] == first[92..96] && hdr_size > 0;
+            let size = if valid { hdr_size } else { (db_len / ps) as u32 };
+            (Position { salt1: salts.0, salt2: salts.1, frame: 0 }, size)
+        }
+    };
+    let page_size = page_size.unwrap_or(4096);
+    let want = db_size as u64 * page_size as u64;
+    if covered < want {
+        return Err(SnapshotError::Invalid {
+            db: db_path.into(),
+            what: format!("database needs {db_size} pages but only {} bytes could be read", covered),
+        });
+    }
+    out.set_len(want).map_err(io("truncate image"))?;
+
+    // 3. Per-page checksum terms.
+    let lock = ltx::lock_pgno(page_size);
+    let mut sums = vec![0u64; db_size as usize];
+    let mut acc = 0u64;
+    out.seek(SeekFrom::Start(0)).map_err(io("read image"))?;
+    let mut r = std::io::BufReader::with_capacity(1 << 20, &out);
+    let mut page = vec![0u8; page_size as usize];
+    for pgno in 1..=db_size {
+        r.read_exact(&mut page).map_err(io("read image"))?;
+        if pgno != lock {
+            let s = ltx::page_checksum(pgno, &page);
+            sums[pgno as usize - 1] = s;
+            acc ^= s;
+        }
+    }
+    drop(r);
+    Ok(Some(Image {
+        page_size,
+        db_size,
+        position,
+        file: out,
+        path,
+        page_sums: sums,
+        checksum: ltx::checksum_flag(acc),
+    }))
+}
