@@ -64,9 +64,14 @@ impl Txn {
 pub enum Event {
     Commit(Txn),
     /// The WAL moved on without new data (a checkpoint restarted it); continuity holds.
-    Reset { from: Option<Position>, to: Position },
+    Reset {
+        from: Option<Position>,
+        to: Position,
+    },
     /// Something committed that this process did not see, or capture lost track of a frame.
-    Discontinuity { reason: String },
+    Discontinuity {
+        reason: String,
+    },
 }
 
 #[derive(Default)]
@@ -136,9 +141,17 @@ impl Capture {
                 self.page_size = Some(ps);
             }
             let (s1, s2) = shm.salts();
-            let now = Position { salt1: s1, salt2: s2, frame: shm.mx_frame };
+            let now = Position {
+                salt1: s1,
+                salt2: s2,
+                frame: shm.mx_frame,
+            };
             if let Some(seen) = self.shm_seen {
-                let seen_pos = Position { salt1: seen.salts().0, salt2: seen.salts().1, frame: seen.mx_frame };
+                let seen_pos = Position {
+                    salt1: seen.salts().0,
+                    salt2: seen.salts().1,
+                    frame: seen.mx_frame,
+                };
                 if shm.ichange != seen.ichange {
                     events.push(Event::Discontinuity {
                         reason: format!(
@@ -147,7 +160,10 @@ impl Capture {
                         ),
                     });
                 } else if now != seen_pos {
-                    events.push(Event::Reset { from: Some(seen_pos), to: now });
+                    events.push(Event::Reset {
+                        from: Some(seen_pos),
+                        to: now,
+                    });
                 }
             }
             if shm.mx_frame > 0 || self.salts.is_none() {
@@ -159,6 +175,31 @@ impl Capture {
         self.in_txn = false;
         self.begin_if_needed();
         events
+    }
+
+    /// Outside a transaction, compares the wal-index with our last W-: commits we did not see
+    /// (a connection bypassing the VFS) become a discontinuity now rather than at the next write.
+    pub fn check_foreign(&mut self, shm: Option<ShmHeader>) -> Vec<Event> {
+        let (Some(shm), Some(seen)) = (shm.filter(|s| s.is_init), self.shm_seen) else {
+            return Vec::new();
+        };
+        if self.in_txn || shm.ichange == seen.ichange {
+            return Vec::new();
+        }
+        let (s1, s2) = shm.salts();
+        self.known = Some(Position {
+            salt1: s1,
+            salt2: s2,
+            frame: shm.mx_frame,
+        });
+        self.salts = Some((s1, s2));
+        self.shm_seen = Some(shm);
+        vec![Event::Discontinuity {
+            reason: format!(
+                "{} transaction(s) were committed by a connection that does not use the walship VFS",
+                shm.ichange.wrapping_sub(seen.ichange)
+            ),
+        }]
     }
 
     /// An xWrite on the WAL file. Copies what it needs; never fails.
@@ -208,7 +249,11 @@ impl Capture {
             self.txn_start = Some(index - 1);
             if self.known.is_none() {
                 if let Some((s1, s2)) = self.salts {
-                    self.known = Some(Position { salt1: s1, salt2: s2, frame: index - 1 });
+                    self.known = Some(Position {
+                        salt1: s1,
+                        salt2: s2,
+                        frame: index - 1,
+                    });
                     self.txn_base = self.known;
                 }
             }
@@ -252,13 +297,22 @@ impl Capture {
         }
     }
 
-    /// The WAL file was truncated to `size` bytes, or deleted (size 0).
-    pub fn wal_truncated(&mut self, size: u64) {
-        if size == 0 {
-            if let Some(k) = self.known.as_mut() {
-                // A truncating checkpoint already backfilled everything; frames restart at 1.
-                k.frame = 0;
+    /// The WAL file was truncated to `size` bytes, or deleted (size 0). SQLite empties the WAL
+    /// only after every frame was backfilled, so the history continues from an empty WAL.
+    pub fn wal_truncated(&mut self, size: u64) -> Vec<Event> {
+        if size != 0 || self.in_txn {
+            return Vec::new();
+        }
+        match self.known {
+            Some(from) if from.frame != 0 => {
+                let to = Position { frame: 0, ..from };
+                self.known = Some(to);
+                vec![Event::Reset {
+                    from: Some(from),
+                    to,
+                }]
             }
+            _ => Vec::new(),
         }
     }
 
@@ -283,7 +337,11 @@ impl Capture {
             Some(s) if s.mx_frame > 0 || self.salts.is_none() => s.salts(),
             _ => self.salts.unwrap_or((0, 0)),
         };
-        let end = Position { salt1: salts.0, salt2: salts.1, frame: end_frame };
+        let end = Position {
+            salt1: salts.0,
+            salt2: salts.1,
+            frame: end_frame,
+        };
         let mut events = Vec::new();
         if end_frame > start {
             match self.collect(start, end_frame) {
@@ -298,7 +356,10 @@ impl Capture {
                 Err(reason) => events.push(Event::Discontinuity { reason }),
             }
         } else if self.txn_base != Some(end) {
-            events.push(Event::Reset { from: self.txn_base, to: end });
+            events.push(Event::Reset {
+                from: self.txn_base,
+                to: end,
+            });
         }
         self.salts = Some(salts);
         self.known = Some(end);
@@ -328,8 +389,11 @@ impl Capture {
         let mut db_size = 0;
         for i in start + 1..=end {
             let slot = self.slots.remove(&i);
-            let (Some(h), Some(p)) = slot.map(|s| (s.header, s.page)).unwrap_or((None, None)) else {
-                return Err(format!("frame {i} of a commit was not seen by the walship VFS"));
+            let (Some(h), Some(p)) = slot.map(|s| (s.header, s.page)).unwrap_or((None, None))
+            else {
+                return Err(format!(
+                    "frame {i} of a commit was not seen by the walship VFS"
+                ));
             };
             let fh = FrameHeader::parse(&h);
             if fh.pgno == 0 {
@@ -341,7 +405,9 @@ impl Capture {
             pages.insert(fh.pgno, p);
         }
         if db_size == 0 {
-            return Err(format!("frame {end} ends a commit but has no database size"));
+            return Err(format!(
+                "frame {end} ends a commit but has no database size"
+            ));
         }
         pages.retain(|&pgno, _| pgno <= db_size);
         Ok((pages.into_iter().collect(), db_size))

@@ -9,6 +9,7 @@ pub mod ffi;
 pub mod logging;
 pub mod ltx;
 pub mod registry;
+pub mod restore;
 pub mod shipper;
 pub mod snapshot;
 pub mod storage;

@@ -12,14 +12,22 @@ impl Log for Stderr {
     }
     fn log(&self, r: &Record) {
         if self.enabled(r.metadata()) {
-            eprintln!("walship {}: {}", r.level().as_str().to_lowercase(), r.args());
+            eprintln!(
+                "walship {}: {}",
+                r.level().as_str().to_lowercase(),
+                r.args()
+            );
         }
     }
     fn flush(&self) {}
 }
 
 pub fn level_from_env() -> LevelFilter {
-    match std::env::var("WALSHIP_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
+    match std::env::var("WALSHIP_LOG")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "off" => LevelFilter::Off,
         "error" => LevelFilter::Error,
         "warn" => LevelFilter::Warn,

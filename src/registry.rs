@@ -24,6 +24,8 @@ use crate::wal::{ShmHeader, WalHeader};
 pub struct Db {
     pub path: String,
     opens: Mutex<usize>,
+    /// The wal-index region 0 shared by this process's connections (address, handles mapping it).
+    shm: Mutex<(usize, usize)>,
     capture: Mutex<Capture>,
     ship: Option<Handle>,
     shutdown_timeout: Duration,
@@ -64,7 +66,10 @@ fn config() -> Option<&'static Config> {
 /// Directory for walship's own files next to the database: `.<name>-walship`.
 pub fn work_dir(db_path: &str) -> PathBuf {
     let p = Path::new(db_path);
-    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     p.with_file_name(format!(".{name}-walship"))
 }
 
@@ -76,7 +81,10 @@ fn start_replication(path: &str) -> (Option<Handle>, Duration) {
     };
     let timeout = cfg.shutdown_sync_timeout;
     let Some(db) = cfg.db_for(Path::new(path)) else {
-        log::info!("{path}: not listed in the configuration ({:?}); served without replication", cfg.source);
+        log::info!(
+            "{path}: not listed in the configuration ({:?}); served without replication",
+            cfg.source
+        );
         return (None, timeout);
     };
     let replica = &db.replica;
@@ -90,7 +98,11 @@ fn start_replication(path: &str) -> (Option<Handle>, Duration) {
             return (None, timeout);
         }
     };
-    log::info!("{path}: replicating to {} every {:?}", storage.describe(), replica.sync_interval);
+    log::info!(
+        "{path}: replicating to {} every {:?}",
+        storage.describe(),
+        replica.sync_interval
+    );
     let settings = shipper::Settings {
         db_path: path.to_string(),
         work_dir: work_dir(path),
@@ -111,6 +123,7 @@ pub fn open_main(path: &str) -> Arc<Db> {
     let db = Arc::new(Db {
         path: path.to_string(),
         opens: Mutex::new(1),
+        shm: Mutex::new((0, 0)),
         capture: Mutex::new(Capture::new()),
         ship,
         shutdown_timeout,
@@ -174,10 +187,7 @@ impl Db {
     }
 
     pub fn wal_truncated(&self, size: u64) {
-        self.capture(|c| {
-            c.wal_truncated(size);
-            Vec::new()
-        });
+        self.capture(|c| c.wal_truncated(size));
     }
 
     pub fn write_lock(&self, shm: Option<ShmHeader>) {
@@ -190,6 +200,40 @@ impl Db {
 
     pub fn commit_phase_two(&self, shm: Option<ShmHeader>) {
         self.capture(|c| c.end_transaction(shm, now_ms()));
+    }
+
+    /// A connection mapped wal-index region 0 at `addr` (one call per connection).
+    pub fn shm_attach(&self, addr: usize) {
+        let mut g = lock(&self.shm);
+        g.0 = addr;
+        g.1 += 1;
+    }
+
+    /// A connection is unmapping: `unmap` runs under the lock, so no reader sees a dead region.
+    pub fn shm_detach<R>(&self, unmap: impl FnOnce() -> R) -> R {
+        let mut g = lock(&self.shm);
+        g.1 = g.1.saturating_sub(1);
+        if g.1 == 0 {
+            g.0 = 0;
+        }
+        unmap()
+    }
+
+    /// Reads the wal-index header with `read(addr)` while the region cannot be unmapped.
+    pub fn shm_read(&self, read: impl FnOnce(usize) -> Option<ShmHeader>) -> Option<ShmHeader> {
+        let g = lock(&self.shm);
+        if g.0 == 0 {
+            None
+        } else {
+            read(g.0)
+        }
+    }
+
+    /// Before promising that everything committed is shipped: did a connection that does not
+    /// use the walship VFS commit since our last transaction?
+    fn check_foreign(&self) {
+        let shm = self.shm_read(crate::ffi::vfs::read_shm_at);
+        self.capture(|c| c.check_foreign(shm));
     }
 }
 
@@ -246,6 +290,10 @@ pub fn flush(path: Option<&str>, timeout: Duration) -> Result<u64, String> {
         path.and_then(|p| dbs.get(p).cloned())
     };
     let db = db.ok_or("this connection's database was not opened through the walship VFS")?;
-    let ship = db.ship.as_ref().ok_or("this database is not replicated (no configuration names it)")?;
+    let ship = db
+        .ship
+        .as_ref()
+        .ok_or("this database is not replicated (no configuration names it)")?;
+    db.check_foreign();
     ship.flush(timeout)
 }

@@ -62,14 +62,24 @@ impl Handle {
     pub fn start(settings: Settings, storage: Box<dyn Storage>) -> Handle {
         let (tx, rx) = bounded(65_536);
         let queued = Arc::new(AtomicUsize::new(0));
-        let status = Arc::new(Mutex::new(Status { replica: storage.describe(), ..Status::default() }));
+        let status = Arc::new(Mutex::new(Status {
+            replica: storage.describe(),
+            ..Status::default()
+        }));
         let limit = settings.queue_limit;
         let mut s = Shipper::new(settings, storage, rx, queued.clone(), status.clone());
         let thread = std::thread::Builder::new()
             .name("walship-shipper".into())
             .spawn(move || s.run())
             .ok();
-        Handle { tx, queued, overflow: AtomicBool::new(false), limit, status, thread: Mutex::new(thread) }
+        Handle {
+            tx,
+            queued,
+            overflow: AtomicBool::new(false),
+            limit,
+            status,
+            thread: Mutex::new(thread),
+        }
     }
 
     /// Queues a capture event. Never blocks: over budget, the event is dropped and the stream
@@ -80,7 +90,9 @@ impl Handle {
             _ => 64,
         };
         if self.overflow.load(Ordering::Acquire) {
-            let gap = Msg::Event(Event::Discontinuity { reason: "the replication queue was full".into() });
+            let gap = Msg::Event(Event::Discontinuity {
+                reason: "the replication queue was full".into(),
+            });
             if self.tx.try_send(gap).is_ok() {
                 self.overflow.store(false, Ordering::Release);
             } else {
@@ -92,15 +104,23 @@ impl Handle {
             return;
         }
         self.queued.fetch_add(size, Ordering::AcqRel);
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(Msg::Event(ev)) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.tx.try_send(Msg::Event(ev))
+        {
             self.queued.fetch_sub(size, Ordering::AcqRel);
             self.overflow.store(true, Ordering::Release);
         }
     }
 
-    fn request(&self, make: impl FnOnce(Sender<Result<u64, String>>) -> Msg, timeout: Duration) -> Result<u64, String> {
+    fn request(
+        &self,
+        make: impl FnOnce(Sender<Result<u64, String>>) -> Msg,
+        timeout: Duration,
+    ) -> Result<u64, String> {
         let (ack_tx, ack_rx) = bounded(1);
-        self.tx.send_timeout(make(ack_tx), timeout).map_err(|_| "the shipper is not running".to_string())?;
+        self.tx
+            .send_timeout(make(ack_tx), timeout)
+            .map_err(|_| "the shipper is not running".to_string())?;
         match ack_rx.recv_timeout(timeout) {
             Ok(r) => r,
             Err(_) => Err(format!("not everything was replicated within {timeout:?}")),
@@ -124,7 +144,11 @@ impl Handle {
     }
 
     pub fn status(&self) -> Status {
-        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut s = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         s.queued_bytes = self.queued.load(Ordering::Acquire);
         s
     }
@@ -139,6 +163,9 @@ struct Replica {
     page_sums: Vec<u64>,
     /// The WAL position the replica's newest state corresponds to.
     position: Position,
+    /// Timestamp of the newest file: file timestamps never go backwards, since point-in-time
+    /// restores order files by them.
+    last_ts: i64,
     /// True until the first event after a snapshot is accepted: events that predate the
     /// snapshot may still arrive and are already part of it.
     fresh: bool,
@@ -227,7 +254,10 @@ impl Shipper {
                     return;
                 }
             }
-            if self.batch_started.is_some_and(|t| t.elapsed() >= self.s.sync_interval) {
+            if self
+                .batch_started
+                .is_some_and(|t| t.elapsed() >= self.s.sync_interval)
+            {
                 self.ship_batch_logged();
             }
         }
@@ -235,7 +265,10 @@ impl Shipper {
 
     fn next_wakeup(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
-        let batch = self.batch_started.map(|t| t + self.s.sync_interval).unwrap_or(far);
+        let batch = self
+            .batch_started
+            .map(|t| t + self.s.sync_interval)
+            .unwrap_or(far);
         let retry = if self.need_snapshot.is_some() || !self.batch.is_empty() {
             self.retry_at.unwrap_or_else(Instant::now)
         } else {
@@ -277,7 +310,9 @@ impl Shipper {
         if self.need_snapshot.is_some() {
             return; // the snapshot will read this state from the files
         }
-        let Some(r) = self.replica.as_mut() else { return };
+        let Some(r) = self.replica.as_mut() else {
+            return;
+        };
         match e {
             Event::Discontinuity { reason } => {
                 log::warn!("{}: {reason}; a new snapshot will be taken", self.s.db_path);
@@ -289,7 +324,10 @@ impl Shipper {
                     r.fresh = false;
                 }
                 Some(f) if r.fresh && at_or_before(&f, &r.position) => {}
-                _ => self.need_snapshot = Some("the WAL was reset from an unexpected position".into()),
+                _ => {
+                    self.need_snapshot =
+                        Some("the WAL was reset from an unexpected position".into())
+                }
             },
             Event::Commit(t) => {
                 let base = t.base;
@@ -371,11 +409,17 @@ impl Shipper {
             self.batch_started = None;
             return Ok(());
         }
-        let Some(r) = self.replica.as_mut() else { return Err("no replica position".into()) };
+        let Some(r) = self.replica.as_mut() else {
+            return Err("no replica position".into());
+        };
         let last = self.batch.last().expect("non-empty");
-        let (db_size, page_size, ts) = (last.db_size, last.page_size, last.committed_at_ms);
+        let (db_size, page_size) = (last.db_size, last.page_size);
+        let ts = last.committed_at_ms.max(r.last_ts);
         if page_size != r.page_size {
-            self.need_snapshot = Some(format!("page size changed from {} to {page_size}", r.page_size));
+            self.need_snapshot = Some(format!(
+                "page size changed from {} to {page_size}",
+                r.page_size
+            ));
             self.batch.clear();
             return Ok(());
         }
@@ -394,7 +438,11 @@ impl Shipper {
         let (wal_offset, wal_size, salts) = match first.base {
             Some(b) if b.frame < end.frame && (b.salt1, b.salt2) == (end.salt1, end.salt2) => {
                 let fsz = wal::FRAME_HEADER_SIZE as i64 + page_size as i64;
-                (wal::frame_offset(b.frame + 1, page_size) as i64, (end.frame - b.frame) as i64 * fsz, (b.salt1, b.salt2))
+                (
+                    wal::frame_offset(b.frame + 1, page_size) as i64,
+                    (end.frame - b.frame) as i64 * fsz,
+                    (b.salt1, b.salt2),
+                )
             }
             _ => (0, 0, (0, 0)),
         };
@@ -428,18 +476,27 @@ impl Shipper {
             enc.write_page(pgno, p).map_err(|e| e.to_string())?;
         }
         let (bytes, _) = enc.finish(0).map_err(|e| e.to_string())?;
-        if let Err(e) = self.storage.put(0, txid, txid, &mut bytes.as_slice()) {
+        if let Err(e) = self.storage.put(0, txid, txid, ts, &mut bytes.as_slice()) {
             self.batch = batch;
             return Err(format!("upload of TXID {txid:016x} failed: {e}"));
         }
         r.txid = txid;
+        r.last_ts = ts;
         r.checksum = post;
         r.page_sums = sums;
         r.db_size = db_size;
-        let state = LocalState { replica: self.storage.describe(), txid, checksum: post };
+        let state = LocalState {
+            replica: self.storage.describe(),
+            txid,
+            checksum: post,
+        };
         state.save(&self.s.work_dir);
         self.batch_started = None;
-        log::debug!("{}: shipped TXID {txid:016x} ({} pages)", self.s.db_path, pages.len());
+        log::debug!(
+            "{}: shipped TXID {txid:016x} ({} pages)",
+            self.s.db_path,
+            pages.len()
+        );
         Ok(())
     }
 
@@ -455,8 +512,12 @@ impl Shipper {
             }
         }
         let Some(f) = best else { return Ok(None) };
-        let rd = self.storage.open(f.level, f.min_txid, f.max_txid).map_err(|e| e.to_string())?;
-        let dec = ltx::Decoder::new(rd).map_err(|e| format!("reading the replica's newest file: {e}"))?;
+        let rd = self
+            .storage
+            .open(f.level, f.min_txid, f.max_txid)
+            .map_err(|e| e.to_string())?;
+        let dec =
+            ltx::Decoder::new(rd).map_err(|e| format!("reading the replica's newest file: {e}"))?;
         let (page_size, txid) = (dec.header().page_size, dec.header().max_txid);
         let checksum = LocalState::load(&self.s.work_dir)
             .filter(|st| st.txid == txid && st.replica == self.storage.describe())
@@ -483,27 +544,45 @@ impl Shipper {
             None => self.replica_tail()?,
         };
         let img = snapshot::take(&self.s.db_path, &self.s.work_dir).map_err(|e| e.to_string())?;
+        // The image holds every commit made before this moment, and none made after it.
+        let taken_at = now_ms();
         if img.db_size == 0 {
             return Ok(false);
         }
         let resumed = self.replica.is_none()
-            && tail.is_some_and(|(_, c, ps)| c == img.checksum && ps == img.page_size && img.db_size > 0);
+            && tail.is_some_and(|(_, c, ps)| {
+                c == img.checksum && ps == img.page_size && img.db_size > 0
+            });
         let txid = if resumed {
             tail.map(|t| t.0).unwrap_or(1)
         } else {
             let txid = tail.map(|t| t.0 + 1).unwrap_or(1);
-            self.write_snapshot(&img, txid)?;
+            self.write_snapshot(&img, txid, taken_at)?;
             txid
         };
         if !resumed {
-            LocalState { replica: self.storage.describe(), txid, checksum: img.checksum }.save(&self.s.work_dir);
+            LocalState {
+                replica: self.storage.describe(),
+                txid,
+                checksum: img.checksum,
+            }
+            .save(&self.s.work_dir);
         }
         if resumed {
-            log::info!("{}: replica is current at TXID {txid:016x}; resuming", self.s.db_path);
+            log::info!(
+                "{}: replica is current at TXID {txid:016x}; resuming",
+                self.s.db_path
+            );
         } else {
             let why = self.need_snapshot.as_deref().unwrap_or("");
-            log::info!("{}: wrote snapshot at TXID {txid:016x} ({why})", self.s.db_path);
-            self.status.lock().unwrap_or_else(|p| p.into_inner()).snapshots += 1;
+            log::info!(
+                "{}: wrote snapshot at TXID {txid:016x} ({why})",
+                self.s.db_path
+            );
+            self.status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .snapshots += 1;
         }
         self.replica = Some(Replica {
             txid,
@@ -512,6 +591,7 @@ impl Shipper {
             db_size: img.db_size,
             page_sums: img.page_sums.clone(),
             position: img.position,
+            last_ts: taken_at,
             fresh: true,
         });
         self.need_snapshot = None;
@@ -520,34 +600,45 @@ impl Shipper {
         Ok(true)
     }
 
-    fn write_snapshot(&self, img: &snapshot::Image, txid: u64) -> Result<(), String> {
+    fn write_snapshot(
+        &self,
+        img: &snapshot::Image,
+        txid: u64,
+        taken_at: i64,
+    ) -> Result<(), String> {
         let header = Header {
             flags: ltx::HEADER_FLAG_NO_CHECKSUM,
             page_size: img.page_size,
             commit: img.db_size,
             min_txid: 1,
             max_txid: txid,
-            timestamp_ms: now_ms(),
+            timestamp_ms: taken_at,
             ..Header::default()
         };
         let tmp_path = self.s.work_dir.join("snapshot.ltx.tmp");
-        let out = std::fs::File::create(&tmp_path).map_err(|e| format!("{}: {e}", tmp_path.display()))?;
-        let mut enc = Encoder::new(std::io::BufWriter::with_capacity(1 << 20, out), &header).map_err(|e| e.to_string())?;
+        let out =
+            std::fs::File::create(&tmp_path).map_err(|e| format!("{}: {e}", tmp_path.display()))?;
+        let mut enc = Encoder::new(std::io::BufWriter::with_capacity(1 << 20, out), &header)
+            .map_err(|e| e.to_string())?;
         let lock = ltx::lock_pgno(img.page_size);
         let mut page = vec![0u8; img.page_size as usize];
         for pgno in 1..=img.db_size {
             if pgno == lock {
                 continue;
             }
-            img.read_page(pgno, &mut page).map_err(|e| format!("reading snapshot image: {e}"))?;
+            img.read_page(pgno, &mut page)
+                .map_err(|e| format!("reading snapshot image: {e}"))?;
             enc.write_page(pgno, &page).map_err(|e| e.to_string())?;
         }
         let (w, _) = enc.finish(0).map_err(|e| e.to_string())?;
-        w.into_inner().map_err(|e| e.to_string())?.sync_all().map_err(|e| e.to_string())?;
+        w.into_inner()
+            .map_err(|e| e.to_string())?
+            .sync_all()
+            .map_err(|e| e.to_string())?;
         let mut f = std::fs::File::open(&tmp_path).map_err(|e| e.to_string())?;
         let r = self
             .storage
-            .put(SNAPSHOT_LEVEL, 1, txid, &mut f)
+            .put(SNAPSHOT_LEVEL, 1, txid, header.timestamp_ms, &mut f)
             .map_err(|e| format!("upload of snapshot TXID {txid:016x} failed: {e}"));
         let _ = std::fs::remove_file(&tmp_path);
         r.map(|_| ())
@@ -568,9 +659,15 @@ impl LocalState {
 
     fn save(&self, dir: &std::path::Path) {
         let tmp = dir.join("state.tmp");
-        let text = format!("{}\n{:016x}\n{:016x}\n", self.replica, self.txid, self.checksum);
+        let text = format!(
+            "{}\n{:016x}\n{:016x}\n",
+            self.replica, self.txid, self.checksum
+        );
         // Best effort: a missing or stale state only costs a snapshot at the next open.
-        if std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&tmp, text)).is_ok() {
+        if std::fs::create_dir_all(dir)
+            .and_then(|_| std::fs::write(&tmp, text))
+            .is_ok()
+        {
             let _ = std::fs::rename(&tmp, dir.join(Self::FILE));
         }
     }
@@ -581,6 +678,10 @@ impl LocalState {
         let replica = l.next()?.to_string();
         let txid = u64::from_str_radix(l.next()?, 16).ok()?;
         let checksum = u64::from_str_radix(l.next()?, 16).ok()?;
-        Some(LocalState { replica, txid, checksum })
+        Some(LocalState {
+            replica,
+            txid,
+            checksum,
+        })
     }
 }

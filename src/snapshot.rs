@@ -25,7 +25,11 @@ use crate::wal::{self, WalHeader};
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("snapshot of {db}: {what}: {source}")]
-    Io { db: String, what: &'static str, source: std::io::Error },
+    Io {
+        db: String,
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("snapshot of {db}: the database kept changing under the reader ({tries} tries); will retry later")]
     Unstable { db: String, tries: u32 },
     #[error("snapshot of {db}: {what}")]
@@ -53,7 +57,8 @@ impl Drop for Image {
 impl Image {
     /// Page `pgno` (1-based) of the image.
     pub fn read_page(&self, pgno: u32, buf: &mut [u8]) -> std::io::Result<()> {
-        self.file.read_exact_at(buf, (pgno as u64 - 1) * self.page_size as u64)
+        self.file
+            .read_exact_at(buf, (pgno as u64 - 1) * self.page_size as u64)
     }
 }
 
@@ -66,7 +71,9 @@ fn wal_header(wal: Option<&OsFile>) -> Option<WalHeader> {
 }
 
 fn stat_key(p: &str) -> Option<(i64, i64, u64, u64)> {
-    fs::metadata(p).ok().map(|m| (m.mtime(), m.mtime_nsec(), m.size(), m.ino()))
+    fs::metadata(p)
+        .ok()
+        .map(|m| (m.mtime(), m.mtime_nsec(), m.size(), m.ino()))
 }
 
 /// Reads a consistent image of `db_path` into a temporary file in `work_dir`.
@@ -78,18 +85,30 @@ pub fn take(db_path: &str, work_dir: &Path) -> Result<Image, SnapshotError> {
         }
         std::thread::sleep(std::time::Duration::from_millis(5 << attempt.min(6)));
     }
-    Err(SnapshotError::Unstable { db: db_path.into(), tries: TRIES })
+    Err(SnapshotError::Unstable {
+        db: db_path.into(),
+        tries: TRIES,
+    })
 }
 
 fn try_take(db_path: &str, work_dir: &Path) -> Result<Option<Image>, SnapshotError> {
-    let io = |what: &'static str| move |e: std::io::Error| SnapshotError::Io { db: db_path.into(), what, source: e };
+    let io = |what: &'static str| {
+        move |e: std::io::Error| SnapshotError::Io {
+            db: db_path.into(),
+            what,
+            source: e,
+        }
+    };
     let wal_path = format!("{db_path}-wal");
     let wal = OsFile::open(&wal_path, true).map_err(io("open WAL"))?;
     let before = wal_header(wal.as_ref());
     let stat_before = stat_key(db_path);
     let db = OsFile::open(db_path, false)
         .map_err(io("open database"))?
-        .ok_or_else(|| SnapshotError::Invalid { db: db_path.into(), what: "database file does not exist".into() })?;
+        .ok_or_else(|| SnapshotError::Invalid {
+            db: db_path.into(),
+            what: "database file does not exist".into(),
+        })?;
 
     fs::create_dir_all(work_dir).map_err(io("create work directory"))?;
     let path = work_dir.join("snapshot.tmp");
@@ -104,7 +123,10 @@ fn try_take(db_path: &str, work_dir: &Path) -> Result<Option<Image>, SnapshotErr
     // 1. The database file as it is now.
     let db_len = db.size().map_err(io("size database"))?;
     let mut first = [0u8; 100];
-    let have_header = db_len >= 100 && db.read_at(&mut first, 0).map_err(io("read database header"))?;
+    let have_header = db_len >= 100
+        && db
+            .read_at(&mut first, 0)
+            .map_err(io("read database header"))?;
     let mut page_size = if have_header {
         wal::decode_page_size(u16::from_be_bytes([first[16], first[17]]) as u32)
     } else {
@@ -115,7 +137,8 @@ fn try_take(db_path: &str, work_dir: &Path) -> Result<Option<Image>, SnapshotErr
     let mut off = 0u64;
     while off < db_len {
         let n = chunk.min((db_len - off) as usize);
-        db.read_at(&mut buf[..n], off).map_err(io("read database"))?;
+        db.read_at(&mut buf[..n], off)
+            .map_err(io("read database"))?;
         out.write_all(&buf[..n]).map_err(io("write image"))?;
         off += n as u64;
     }
@@ -125,7 +148,11 @@ fn try_take(db_path: &str, work_dir: &Path) -> Result<Option<Image>, SnapshotErr
     let mut scan = None;
     if let Some(w) = wal.as_ref() {
         let len = w.size().map_err(io("size WAL"))?;
-        let mut cur = Cursor { file: w, pos: 0, len };
+        let mut cur = Cursor {
+            file: w,
+            pos: 0,
+            len,
+        };
         let mut werr = None;
         let s = wal::scan(&mut cur, |_, fh, page| {
             let at = (fh.pgno as u64 - 1) * page.len() as u64;
@@ -142,7 +169,9 @@ fn try_take(db_path: &str, work_dir: &Path) -> Result<Option<Image>, SnapshotErr
     }
     let after = wal_header(wal.as_ref());
     let same_wal = match (before, after) {
-        (Some(a), Some(b)) => (a.salt1, a.salt2, a.checkpoint_seq) == (b.salt1, b.salt2, b.checkpoint_seq),
+        (Some(a), Some(b)) => {
+            (a.salt1, a.salt2, a.checkpoint_seq) == (b.salt1, b.salt2, b.checkpoint_seq)
+        }
         (None, None) => stat_key(db_path) == stat_before,
         _ => false,
     };
@@ -156,7 +185,14 @@ fn try_take(db_path: &str, work_dir: &Path) -> Result<Option<Image>, SnapshotErr
                 return Ok(None);
             }
             page_size = Some(s.header.page_size);
-            (Position { salt1: s.header.salt1, salt2: s.header.salt2, frame: s.last_commit }, s.db_size)
+            (
+                Position {
+                    salt1: s.header.salt1,
+                    salt2: s.header.salt2,
+                    frame: s.last_commit,
+                },
+                s.db_size,
+            )
         }
         None => {
             let salts = after.map(|h| (h.salt1, h.salt2)).unwrap_or((0, 0));
@@ -164,8 +200,19 @@ fn try_take(db_path: &str, work_dir: &Path) -> Result<Option<Image>, SnapshotErr
             // The in-header size is valid when the change counter matches version-valid-for.
             let hdr_size = u32::from_be_bytes([first[28], first[29], first[30], first[31]]);
             let valid = have_header && first[24..28] == first[92..96] && hdr_size > 0;
-            let size = if valid { hdr_size } else { (db_len / ps) as u32 };
-            (Position { salt1: salts.0, salt2: salts.1, frame: 0 }, size)
+            let size = if valid {
+                hdr_size
+            } else {
+                (db_len / ps) as u32
+            };
+            (
+                Position {
+                    salt1: salts.0,
+                    salt2: salts.1,
+                    frame: 0,
+                },
+                size,
+            )
         }
     };
     let page_size = page_size.unwrap_or(4096);
@@ -173,7 +220,10 @@ fn try_take(db_path: &str, work_dir: &Path) -> Result<Option<Image>, SnapshotErr
     if covered < want {
         return Err(SnapshotError::Invalid {
             db: db_path.into(),
-            what: format!("database needs {db_size} pages but only {} bytes could be read", covered),
+            what: format!(
+                "database needs {db_size} pages but only {} bytes could be read",
+                covered
+            ),
         });
     }
     out.set_len(want).map_err(io("truncate image"))?;

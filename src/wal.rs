@@ -62,7 +62,10 @@ pub fn locate(offset: u64, page_size: u32) -> WalRegion {
     }
     let fsz = FRAME_HEADER_SIZE as u64 + page_size as u64;
     let rel = offset - WAL_HEADER_SIZE as u64;
-    WalRegion::Frame { index: (rel / fsz) as u32 + 1, within: rel % fsz }
+    WalRegion::Frame {
+        index: (rel / fsz) as u32 + 1,
+        within: rel % fsz,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,7 +207,9 @@ pub fn scan<R: Read + Seek>(
     if read_full(r, &mut hb)? < WAL_HEADER_SIZE {
         return Ok(None);
     }
-    let Some(header) = WalHeader::parse(&hb) else { return Ok(None) };
+    let Some(header) = WalHeader::parse(&hb) else {
+        return Ok(None);
+    };
     let ps = header.page_size as usize;
     let mut buf = vec![0u8; FRAME_HEADER_SIZE + ps];
     let mut cks = header.cksum;
@@ -235,7 +240,11 @@ pub fn scan<R: Read + Seek>(
             db_size = fh.commit;
         }
     }
-    Ok(Some(WalScan { header, last_commit, db_size }))
+    Ok(Some(WalScan {
+        header,
+        last_commit,
+        db_size,
+    }))
 }
 
 fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -258,9 +267,27 @@ mod tests {
     #[test]
     fn locate_frames() {
         assert_eq!(locate(0, 4096), WalRegion::Header);
-        assert_eq!(locate(32, 4096), WalRegion::Frame { index: 1, within: 0 });
-        assert_eq!(locate(32 + 24, 4096), WalRegion::Frame { index: 1, within: 24 });
-        assert_eq!(locate(32 + 4120, 4096), WalRegion::Frame { index: 2, within: 0 });
+        assert_eq!(
+            locate(32, 4096),
+            WalRegion::Frame {
+                index: 1,
+                within: 0
+            }
+        );
+        assert_eq!(
+            locate(32 + 24, 4096),
+            WalRegion::Frame {
+                index: 1,
+                within: 24
+            }
+        );
+        assert_eq!(
+            locate(32 + 4120, 4096),
+            WalRegion::Frame {
+                index: 2,
+                within: 0
+            }
+        );
         assert_eq!(frame_offset(3, 512), 32 + 2 * 536);
     }
 

@@ -38,11 +38,26 @@ fn frame(c: &mut Capture, i: u32, pgno: u32, commit: u32, fill: u8) {
 fn shm(ichange: u32, mx: u32, salt1: u32) -> ShmHeader {
     let mut salt = [0u8; 8];
     salt[..4].copy_from_slice(&salt1.to_be_bytes());
-    ShmHeader { ichange, is_init: true, page_size: Some(PS), mx_frame: mx, n_page: 0, salt }
+    ShmHeader {
+        ichange,
+        is_init: true,
+        page_size: Some(PS),
+        mx_frame: mx,
+        n_page: 0,
+        salt,
+    }
 }
 
 fn commits(ev: &[Event]) -> Vec<&Txn> {
-    ev.iter().filter_map(|e| if let Event::Commit(t) = e { Some(t) } else { None }).collect()
+    ev.iter()
+        .filter_map(|e| {
+            if let Event::Commit(t) = e {
+                Some(t)
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 #[test]
@@ -56,7 +71,10 @@ fn one_commit_with_shm() {
     let t = commits(&ev);
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].db_size, 2);
-    assert_eq!(t[0].pages.iter().map(|p| (p.0, p.1[0])).collect::<Vec<_>>(), vec![(1, 0xa1), (2, 0xb2)]);
+    assert_eq!(
+        t[0].pages.iter().map(|p| (p.0, p.1[0])).collect::<Vec<_>>(),
+        vec![(1, 0xa1), (2, 0xb2)]
+    );
     assert_eq!(t[0].end.frame, 2);
     assert_eq!(t[0].committed_at_ms, 7);
 }
@@ -106,7 +124,10 @@ fn foreign_commit_between_our_transactions_is_a_discontinuity() {
     frame(&mut c, 3, 1, 3, 1);
     c.end_transaction(Some(shm(2, 3, 1)), 0);
     let ev = c.write_lock(Some(shm(3, 4, 1)));
-    assert!(matches!(ev.as_slice(), [Event::Discontinuity { .. }]), "{ev:?}");
+    assert!(
+        matches!(ev.as_slice(), [Event::Discontinuity { .. }]),
+        "{ev:?}"
+    );
 }
 
 #[test]
@@ -145,7 +166,10 @@ fn exclusive_mode_without_shm_commits_at_phase_two() {
     frame(&mut c, 3, 2, 2, 6);
     let ev = c.end_transaction(None, 0);
     let t = commits(&ev);
-    assert_eq!(t[0].pages.iter().map(|p| (p.0, p.1[0])).collect::<Vec<_>>(), vec![(2, 6)]);
+    assert_eq!(
+        t[0].pages.iter().map(|p| (p.0, p.1[0])).collect::<Vec<_>>(),
+        vec![(2, 6)]
+    );
     assert_eq!(t[0].base.unwrap().frame, 2);
 }
 
@@ -169,5 +193,26 @@ fn missing_frame_is_reported_not_shipped() {
     c.wal_write(0, &wal_header(1, 0));
     frame(&mut c, 2, 2, 2, 2); // frame 1 never seen
     let ev = c.end_transaction(Some(shm(1, 2, 1)), 0);
-    assert!(matches!(ev.as_slice(), [Event::Discontinuity { .. }]), "{ev:?}");
+    assert!(
+        matches!(ev.as_slice(), [Event::Discontinuity { .. }]),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn truncating_checkpoint_without_shm_is_a_reset() {
+    let mut c = Capture::new();
+    c.wal_write(0, &wal_header(1, 0));
+    frame(&mut c, 1, 1, 1, 1);
+    c.end_transaction(None, 0);
+    let ev = c.wal_truncated(0);
+    assert!(
+        matches!(ev.as_slice(), [Event::Reset { from: Some(f), to }] if f.frame == 1 && to.frame == 0),
+        "{ev:?}"
+    );
+    // the next transaction writes a new header and starts from the reset position
+    c.wal_write(0, &wal_header(2, 5));
+    frame(&mut c, 1, 1, 1, 2);
+    let ev = c.end_transaction(None, 0);
+    assert_eq!(commits(&ev)[0].base.unwrap().frame, 0);
 }

@@ -69,7 +69,10 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, String> {
             let mut overflow = false;
             while i < b.len() && b[i].is_ascii_digit() {
                 if !overflow {
-                    match f.checked_mul(10).and_then(|x| x.checked_add(u64::from(b[i] - b'0'))) {
+                    match f
+                        .checked_mul(10)
+                        .and_then(|x| x.checked_add(u64::from(b[i] - b'0')))
+                    {
                         Some(x) if x <= MAX => {
                             f = x;
                             scale *= 10.0;
@@ -104,7 +107,10 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, String> {
                 return Err("too large".into());
             }
         }
-        total = total.checked_add(v).filter(|&t| t <= MAX).ok_or_else(|| "too large".to_string())?;
+        total = total
+            .checked_add(v)
+            .filter(|&t| t <= MAX)
+            .ok_or_else(|| "too large".to_string())?;
     }
     if total == MAX && !neg {
         return Err("too large".into());
@@ -182,7 +188,22 @@ mod tests {
 
     #[test]
     fn rejects_bad() {
-        for bad in ["", "1", "10", "s", "1x", "1 s", "1d", "1w", ".s", "1.2.3s", "-1s", "1s-", "9999999999h", "abc"] {
+        for bad in [
+            "",
+            "1",
+            "10",
+            "s",
+            "1x",
+            "1 s",
+            "1d",
+            "1w",
+            ".s",
+            "1.2.3s",
+            "-1s",
+            "1s-",
+            "9999999999h",
+            "abc",
+        ] {
             assert!(parse_go_duration(bad).is_err(), "{bad:?} should fail");
         }
         assert!(parse_go_duration("10").unwrap_err().contains("10s"));
@@ -195,7 +216,10 @@ mod tests {
         assert_eq!(format_go_duration(Duration::from_secs(1)), "1s");
         assert_eq!(format_go_duration(Duration::from_millis(500)), "500ms");
         assert_eq!(format_go_duration(Duration::from_secs(5400)), "1h30m0s");
-        assert_eq!(format_go_duration(Duration::from_secs(168 * 3600)), "168h0m0s");
+        assert_eq!(
+            format_go_duration(Duration::from_secs(168 * 3600)),
+            "168h0m0s"
+        );
         assert_eq!(format_go_duration(Duration::from_millis(1500)), "1.5s");
         assert_eq!(format_go_duration(Duration::from_secs(90)), "1m30s");
     }

@@ -29,8 +29,14 @@ fn unset_note(vars: &[String]) -> String {
     if vars.is_empty() {
         return String::new();
     }
-    let names: Vec<String> = vars.iter().map(|v| format!("${{{v}}} is not set")).collect();
-    format!(" ({}: it expanded to an empty string; export it before the app starts)", names.join(", "))
+    let names: Vec<String> = vars
+        .iter()
+        .map(|v| format!("${{{v}}} is not set"))
+        .collect();
+    format!(
+        " ({}: it expanded to an empty string; export it before the app starts)",
+        names.join(", ")
+    )
 }
 
 /// A configuration error. Displays as one line that says what is wrong and how to fix it.
@@ -51,29 +57,59 @@ pub enum ConfigError {
 
     /// The YAML itself is malformed.
     #[error("{file}:{line}:{column}: invalid YAML: {message} (indent with spaces, not tabs; quote values that contain ': ' or ' #')")]
-    Syntax { file: String, line: usize, column: usize, message: String },
+    Syntax {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
 
     /// A duration that is not in Go syntax (or is negative, or zero where zero is not allowed).
-    #[error("{at}: `{key}` = {value:?} is not a valid duration: {reason}; {}", super::duration::DURATION_EXAMPLES)]
-    InvalidDuration { at: Location, key: String, value: String, reason: String },
+    #[error(
+        "{at}: `{key}` = {value:?} is not a valid duration: {reason}; {}",
+        super::duration::DURATION_EXAMPLES
+    )]
+    InvalidDuration {
+        at: Location,
+        key: String,
+        value: String,
+        reason: String,
+    },
 
     /// A value of the wrong type or out of range. `message` includes the value unless secret,
     /// and the fix.
     #[error("{at}: `{key}`: {message}")]
-    InvalidValue { at: Location, key: String, message: String },
+    InvalidValue {
+        at: Location,
+        key: String,
+        message: String,
+    },
 
     /// A required value is missing or empty. `unset_vars` lists `$VAR`s used for it that
     /// were not set.
     #[error("{at}: `{key}` is required: {hint}{}", unset_note(unset_vars))]
-    Missing { at: Location, key: String, hint: String, unset_vars: Vec<String> },
+    Missing {
+        at: Location,
+        key: String,
+        hint: String,
+        unset_vars: Vec<String>,
+    },
 
     /// A replica type Litestream knows but walship does not implement (abs, sftp, ...).
     #[error("{at}: replica type '{kind}' is not supported yet by walship ({key}); supported: file, s3, gs (alias gcs). Use one of those, or keep replicating this database with the Litestream daemon")]
-    UnsupportedReplicaType { at: Location, key: String, kind: String },
+    UnsupportedReplicaType {
+        at: Location,
+        key: String,
+        kind: String,
+    },
 
     /// A replica type nobody knows.
     #[error("{at}: unknown replica type '{kind}' ({key}); supported by walship: file, s3, gs (alias gcs)")]
-    UnknownReplicaType { at: Location, key: String, kind: String },
+    UnknownReplicaType {
+        at: Location,
+        key: String,
+        kind: String,
+    },
 
     /// `dir:` + `pattern:` directory replication.
     #[error("{at}: {key} uses `dir:`/`pattern:` directory replication, which walship does not support yet; list each database with its own `path:` entry")]
@@ -81,15 +117,34 @@ pub enum ConfigError {
 
     /// Two settings that cannot be combined (url + path, replica + replicas, two replicas, ...).
     #[error("{at}: {key}: {message}")]
-    Conflict { at: Location, key: String, message: String },
+    Conflict {
+        at: Location,
+        key: String,
+        message: String,
+    },
 
     /// A replica URL that cannot be parsed. `url` has any user:password part removed.
     #[error("{at}: `{key}` = {url:?} is not a valid replica URL: {reason}; examples: file:///var/backups/app, s3://bucket/path, gs://bucket/path")]
-    InvalidUrl { at: Location, key: String, url: String, reason: String },
+    InvalidUrl {
+        at: Location,
+        key: String,
+        url: String,
+        reason: String,
+    },
 }
 
 impl ConfigError {
-    pub(crate) fn missing(at: Location, key: impl Into<String>, hint: impl Into<String>, unset_vars: Vec<String>) -> Self {
-        ConfigError::Missing { at, key: key.into(), hint: hint.into(), unset_vars }
+    pub(crate) fn missing(
+        at: Location,
+        key: impl Into<String>,
+        hint: impl Into<String>,
+        unset_vars: Vec<String>,
+    ) -> Self {
+        ConfigError::Missing {
+            at,
+            key: key.into(),
+            hint: hint.into(),
+            unset_vars,
+        }
     }
 }

@@ -23,7 +23,10 @@ pub struct UnsetVar {
 }
 
 fn is_special(c: u8) -> bool {
-    matches!(c, b'*' | b'#' | b'$' | b'@' | b'!' | b'?' | b'-' | b'0'..=b'9')
+    matches!(
+        c,
+        b'*' | b'#' | b'$' | b'@' | b'!' | b'?' | b'-' | b'0'..=b'9'
+    )
 }
 
 fn is_alnum(c: u8) -> bool {
@@ -82,8 +85,11 @@ pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> (String, V
             } else {
                 // `name` is delimited by ASCII bytes, so it is valid UTF-8.
                 let name = String::from_utf8_lossy(name).into_owned();
-                let value =
-                    if name == "PID" { Some(std::process::id().to_string()) } else { lookup(&name) };
+                let value = if name == "PID" {
+                    Some(std::process::id().to_string())
+                } else {
+                    lookup(&name)
+                };
                 match value {
                     Some(v) => push(&mut out, &mut line, v.as_bytes()),
                     None => unset.push(UnsetVar { name, line }),
@@ -98,7 +104,8 @@ pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> (String, V
         out.extend_from_slice(&s[i..]);
     }
     // Only whole UTF-8 sequences were copied or substituted, so this cannot fail.
-    let text = String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    let text = String::from_utf8(out)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     (text, unset)
 }
 
@@ -146,8 +153,14 @@ mod tests {
         assert_eq!(
             u,
             vec![
-                UnsetVar { name: "NOPE".into(), line: 2 },
-                UnsetVar { name: "ALSO_NOPE".into(), line: 4 }
+                UnsetVar {
+                    name: "NOPE".into(),
+                    line: 2
+                },
+                UnsetVar {
+                    name: "ALSO_NOPE".into(),
+                    line: 4
+                }
             ]
         );
         // Set-but-empty is not "unset".

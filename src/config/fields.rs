@@ -34,7 +34,10 @@ impl Val {
 
 impl Ctx<'_> {
     pub fn at(&self, line: usize) -> Location {
-        Location { file: self.file.clone(), line: (line > 0).then_some(line) }
+        Location {
+            file: self.file.clone(),
+            line: (line > 0).then_some(line),
+        }
     }
 
     pub fn env(&self, name: &str) -> Option<String> {
@@ -43,7 +46,12 @@ impl Ctx<'_> {
 
     /// Unset variables used on `line` (where a value was emptied by expansion).
     pub fn unset_on(&self, line: usize) -> Vec<String> {
-        let mut v: Vec<String> = self.unset.iter().filter(|u| u.line == line).map(|u| u.name.clone()).collect();
+        let mut v: Vec<String> = self
+            .unset
+            .iter()
+            .filter(|u| u.line == line)
+            .map(|u| u.name.clone())
+            .collect();
         v.dedup();
         v
     }
@@ -53,7 +61,12 @@ impl Ctx<'_> {
         self.warnings.push(w);
     }
 
-    fn scalar<'n>(&self, node: &'n Node, key: &str, secret: bool) -> Result<Option<&'n str>, ConfigError> {
+    fn scalar<'n>(
+        &self,
+        node: &'n Node,
+        key: &str,
+        secret: bool,
+    ) -> Result<Option<&'n str>, ConfigError> {
         if node.is_null() {
             return Ok(None);
         }
@@ -65,7 +78,11 @@ impl Ctx<'_> {
                 message: format!(
                     "expected a single value, found {}{}",
                     other.kind_name(),
-                    if secret { "" } else { "; check the indentation of the lines below it" }
+                    if secret {
+                        ""
+                    } else {
+                        "; check the indentation of the lines below it"
+                    }
                 ),
             }),
         }
@@ -75,26 +92,42 @@ impl Ctx<'_> {
     /// so callers can tell "given but empty" from "absent" and report "${VAR} is not set".
     pub fn string(&self, node: &Node, key: &str) -> Result<Val, ConfigError> {
         let text = self.scalar(node, key, false)?.unwrap_or("").to_string();
-        Ok(Val { text, key: key.into(), line: node.line() })
+        Ok(Val {
+            text,
+            key: key.into(),
+            line: node.line(),
+        })
     }
 
     /// Like `string`, for secrets: no error message will contain the value.
     pub fn secret(&self, node: &Node, key: &str) -> Result<Val, ConfigError> {
         let text = self.scalar(node, key, true)?.unwrap_or("").to_string();
-        Ok(Val { text, key: key.into(), line: node.line() })
+        Ok(Val {
+            text,
+            key: key.into(),
+            line: node.line(),
+        })
     }
 
     /// YAML 1.1 booleans, as Go's yaml.v2 reads them (true/false, yes/no, on/off, y/n).
     pub fn bool(&self, node: &Node, key: &str) -> Result<Option<bool>, ConfigError> {
-        let Some(t) = self.scalar(node, key, false)? else { return Ok(None) };
+        let Some(t) = self.scalar(node, key, false)? else {
+            return Ok(None);
+        };
         match t {
-            "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "y" | "Y" => Ok(Some(true)),
-            "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "n" | "N" => Ok(Some(false)),
+            "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "y" | "Y" => {
+                Ok(Some(true))
+            }
+            "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "n"
+            | "N" => Ok(Some(false)),
             "" => Ok(None),
             other => Err(ConfigError::InvalidValue {
                 at: self.at(node.line()),
                 key: key.into(),
-                message: format!("{other:?} is not a boolean; use true or false{}", self.unset_note(node.line())),
+                message: format!(
+                    "{other:?} is not a boolean; use true or false{}",
+                    self.unset_note(node.line())
+                ),
             }),
         }
     }
@@ -104,26 +137,40 @@ impl Ctx<'_> {
         if u.is_empty() {
             String::new()
         } else {
-            format!(" ({} not set)", u.iter().map(|n| format!("${{{n}}}")).collect::<Vec<_>>().join(", "))
+            format!(
+                " ({} not set)",
+                u.iter()
+                    .map(|n| format!("${{{n}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         }
     }
 
     /// A Go duration. Null or empty (e.g. from an unset variable) means "not given".
     pub fn duration(&self, node: &Node, key: &str) -> Result<Option<Duration>, ConfigError> {
-        let Some(t) = self.scalar(node, key, false)? else { return Ok(None) };
+        let Some(t) = self.scalar(node, key, false)? else {
+            return Ok(None);
+        };
         if t.trim().is_empty() {
             return Ok(None);
         }
-        parse_go_duration(t).map(Some).map_err(|reason| ConfigError::InvalidDuration {
-            at: self.at(node.line()),
-            key: key.into(),
-            value: t.to_string(),
-            reason: reason + &self.unset_note(node.line()),
-        })
+        parse_go_duration(t)
+            .map(Some)
+            .map_err(|reason| ConfigError::InvalidDuration {
+                at: self.at(node.line()),
+                key: key.into(),
+                value: t.to_string(),
+                reason: reason + &self.unset_note(node.line()),
+            })
     }
 
     /// A duration that must be > 0 when given.
-    pub fn positive_duration(&self, node: &Node, key: &str) -> Result<Option<Duration>, ConfigError> {
+    pub fn positive_duration(
+        &self,
+        node: &Node,
+        key: &str,
+    ) -> Result<Option<Duration>, ConfigError> {
         let d = self.duration(node, key)?;
         if d == Some(Duration::ZERO) {
             return Err(ConfigError::InvalidDuration {
@@ -138,7 +185,9 @@ impl Ctx<'_> {
 
     /// An integer (decimal, optional sign and `_` separators, or 0x hex).
     pub fn int(&self, node: &Node, key: &str) -> Result<Option<i64>, ConfigError> {
-        let Some(t) = self.scalar(node, key, false)? else { return Ok(None) };
+        let Some(t) = self.scalar(node, key, false)? else {
+            return Ok(None);
+        };
         if t.is_empty() {
             return Ok(None);
         }
@@ -163,28 +212,37 @@ impl Ctx<'_> {
         parsed.map(Some).ok_or_else(|| ConfigError::InvalidValue {
             at: self.at(node.line()),
             key: key.into(),
-            message: format!("{t:?} is not a whole number; write it like 1000{}", self.unset_note(node.line())),
+            message: format!(
+                "{t:?} is not a whole number; write it like 1000{}",
+                self.unset_note(node.line())
+            ),
         })
     }
 
     /// A byte size like `5MiB`, `5MB`, `1.5GB`, `5242880` (go-humanize rules: K/KB = 1000,
     /// Ki/KiB = 1024).
     pub fn byte_size(&self, node: &Node, key: &str) -> Result<Option<u64>, ConfigError> {
-        let Some(t) = self.scalar(node, key, false)? else { return Ok(None) };
+        let Some(t) = self.scalar(node, key, false)? else {
+            return Ok(None);
+        };
         if t.trim().is_empty() {
             return Ok(None);
         }
-        parse_byte_size(t).map(Some).ok_or_else(|| ConfigError::InvalidValue {
-            at: self.at(node.line()),
-            key: key.into(),
-            message: format!("{t:?} is not a byte size; write it like 5MiB, 16MB or 5242880"),
-        })
+        parse_byte_size(t)
+            .map(Some)
+            .ok_or_else(|| ConfigError::InvalidValue {
+                at: self.at(node.line()),
+                key: key.into(),
+                message: format!("{t:?} is not a byte size; write it like 5MiB, 16MB or 5242880"),
+            })
     }
 }
 
 pub(crate) fn parse_byte_size(s: &str) -> Option<u64> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = (&s[..split], s[split..].trim());
     let n: f64 = num.parse().ok()?;
     let mult: f64 = match unit.to_ascii_lowercase().as_str() {
@@ -200,7 +258,7 @@ pub(crate) fn parse_byte_size(s: &str) -> Option<u64> {
         _ => return None,
     };
     let v = n * mult;
-    (v.is_finite() && v >= 0.0 && v < 9.2e18).then_some(v as u64)
+    (0.0..9.2e18).contains(&v).then_some(v as u64)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -209,7 +267,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
         }
         prev = cur;
     }
@@ -247,21 +309,43 @@ impl<'n> Fields<'n> {
     /// Read a mapping (null reads as empty). `<<` merge keys are applied (explicit keys win);
     /// a repeated key warns and the last one wins, as in Go's yaml.v2.
     pub fn of(ctx: &mut Ctx<'_>, node: &'n Node, prefix: &str) -> Result<Fields<'n>, ConfigError> {
-        let mut f = Fields { prefix: prefix.to_string(), entries: Vec::new(), used: Vec::new(), known: Vec::new() };
+        let mut f = Fields {
+            prefix: prefix.to_string(),
+            entries: Vec::new(),
+            used: Vec::new(),
+            known: Vec::new(),
+        };
         if node.is_null() {
             return Ok(f);
         }
         let Node::Map { entries, .. } = node else {
             return Err(ConfigError::InvalidValue {
                 at: ctx.at(node.line()),
-                key: if prefix.is_empty() { "(top level)".into() } else { prefix.into() },
-                message: format!("expected a mapping of `key: value` lines, found {}", node.kind_name()),
+                key: if prefix.is_empty() {
+                    "(top level)".into()
+                } else {
+                    prefix.into()
+                },
+                message: format!(
+                    "expected a mapping of `key: value` lines, found {}",
+                    node.kind_name()
+                ),
             });
         };
         let mut merged: Vec<&'n Node> = Vec::new();
         for (k, v) in entries {
             let Node::Scalar { text: key, .. } = k else {
-                ctx.warn(k.line(), format!("ignoring a non-text key under `{}`", if prefix.is_empty() { "(top level)" } else { prefix }));
+                ctx.warn(
+                    k.line(),
+                    format!(
+                        "ignoring a non-text key under `{}`",
+                        if prefix.is_empty() {
+                            "(top level)"
+                        } else {
+                            prefix
+                        }
+                    ),
+                );
                 continue;
             };
             if key == "<<" {
@@ -273,7 +357,13 @@ impl<'n> Fields<'n> {
             }
             if let Some(pos) = f.entries.iter().position(|(e, _, _)| e == key) {
                 let first = f.entries[pos].2;
-                ctx.warn(k.line(), format!("`{}` appears twice (also on line {first}); the last one wins", join_key(prefix, key)));
+                ctx.warn(
+                    k.line(),
+                    format!(
+                        "`{}` appears twice (also on line {first}); the last one wins",
+                        join_key(prefix, key)
+                    ),
+                );
                 f.entries.remove(pos);
             }
             f.entries.push((key.clone(), v, k.line()));
@@ -322,8 +412,12 @@ impl<'n> Fields<'n> {
             let path = join_key(&self.prefix, key);
             let hint = if let Some(h) = legacy_hint(key) {
                 format!(": {h}")
-            } else if let Some(best) =
-                self.known.iter().map(|k| (edit_distance(key, k), *k)).filter(|(d, _)| *d <= 2).min()
+            } else if let Some(best) = self
+                .known
+                .iter()
+                .map(|k| (edit_distance(key, k), *k))
+                .filter(|(d, _)| *d <= 2)
+                .min()
             {
                 format!("; did you mean `{}`?", best.1)
             } else {

@@ -147,26 +147,49 @@ impl Config {
     }
 
     /// [`Config::parse`] with an explicit environment (for tests and embedding).
-    pub fn parse_with_env(text: &str, base_dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn parse_with_env(
+        text: &str,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         parse_impl(text, "<config text>", ConfigSource::Text, base_dir, env)
     }
 
     /// Read and parse a config file. Relative paths inside it resolve against the process's
     /// current directory, as Litestream does.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let cwd = std::env::current_dir()
-            .unwrap_or_else(|_| path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/")));
+        let cwd = std::env::current_dir().unwrap_or_else(|_| {
+            path.parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("/"))
+        });
         Self::load_with_env(path, &cwd, &process_env)
     }
 
     /// [`Config::load`] with an explicit base directory and environment.
-    pub fn load_with_env(path: &Path, base_dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    pub fn load_with_env(
+        path: &Path,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let text = String::from_utf8(bytes).map_err(|_| ConfigError::Read {
             path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is not UTF-8 text"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the file is not UTF-8 text",
+            ),
         })?;
-        parse_impl(&text, &path.display().to_string(), ConfigSource::File(path.to_path_buf()), base_dir, env)
+        parse_impl(
+            &text,
+            &path.display().to_string(),
+            ConfigSource::File(path.to_path_buf()),
+            base_dir,
+            env,
+        )
     }
 
     /// Find the configuration: `$WALSHIP_CONFIG`, else `./walship.yml`, else
@@ -177,7 +200,10 @@ impl Config {
     }
 
     /// [`Config::discover`] with an explicit current directory and environment.
-    pub fn discover_with_env(cwd: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Config>, ConfigError> {
+    pub fn discover_with_env(
+        cwd: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Config>, ConfigError> {
         let get = |k: &str| env(k).filter(|v| !v.trim().is_empty());
         let replica_url = get(ENV_REPLICA_URL);
         let mut cfg = if let Some(p) = get(ENV_CONFIG) {
@@ -186,13 +212,22 @@ impl Config {
                 return Err(ConfigError::ConfigEnvMissing { path: p });
             }
             let mut c = Self::load_with_env(&p, cwd, env)?;
-            c.warnings.insert(0, format!("using {} from {ENV_CONFIG}", p.display()));
+            c.warnings
+                .insert(0, format!("using {} from {ENV_CONFIG}", p.display()));
             c
-        } else if let Some(p) = CONFIG_FILE_NAMES.iter().map(|n| cwd.join(n)).find(|p| p.is_file()) {
+        } else if let Some(p) = CONFIG_FILE_NAMES
+            .iter()
+            .map(|n| cwd.join(n))
+            .find(|p| p.is_file())
+        {
             let mut c = Self::load_with_env(&p, cwd, env)?;
             let other = cwd.join(CONFIG_FILE_NAMES[1]);
             if p != other && other.is_file() {
-                c.warnings.push(format!("{} is ignored because {} was found first", other.display(), p.display()));
+                c.warnings.push(format!(
+                    "{} is ignored because {} was found first",
+                    other.display(),
+                    p.display()
+                ));
             }
             c
         } else if let Some(u) = replica_url {
@@ -215,9 +250,19 @@ impl Config {
     }
 
     /// [`Config::from_replica_url`] with an explicit base directory and environment.
-    pub fn from_replica_url_with_env(url: &str, base_dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn from_replica_url_with_env(
+        url: &str,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let shown = url::redact(url.trim());
-        let mut ctx = Ctx { file: ENV_REPLICA_URL.into(), base_dir: base_dir.to_path_buf(), env, unset: vec![], warnings: vec![] };
+        let mut ctx = Ctx {
+            file: ENV_REPLICA_URL.into(),
+            base_dir: base_dir.to_path_buf(),
+            env,
+            unset: vec![],
+            warnings: vec![],
+        };
         let node = yaml::Node::Map {
             entries: vec![(scalar("url"), scalar(url.trim()))],
             line: 0,
@@ -259,13 +304,23 @@ impl Config {
             ReplicaKind::S3(c) => c.path = join_prefix(&c.path, &key_name),
             ReplicaKind::Gcs(c) => c.path = join_prefix(&c.path, &key_name),
         }
-        Some(Cow::Owned(DbConfig::with_defaults(want, ENV_REPLICA_URL.into(), replica, self.snapshot)))
+        Some(Cow::Owned(DbConfig::with_defaults(
+            want,
+            ENV_REPLICA_URL.into(),
+            replica,
+            self.snapshot,
+        )))
     }
 }
 
 fn scalar(text: &str) -> yaml::Node {
     // Quoted style: the URL is taken literally (no YAML null/bool resolution).
-    yaml::Node::Scalar { text: text.into(), plain: false, tag: None, line: 0 }
+    yaml::Node::Scalar {
+        text: text.into(),
+        plain: false,
+        tag: None,
+        line: 0,
+    }
 }
 
 fn join_prefix(prefix: &str, name: &str) -> String {
@@ -287,14 +342,18 @@ pub fn canonical_db_path(path: &Path) -> PathBuf {
     let abs = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf())
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
     };
     let abs = parse::clean(&abs);
     if let Ok(c) = std::fs::canonicalize(&abs) {
         return c;
     }
     match (abs.parent(), abs.file_name()) {
-        (Some(dir), Some(name)) => std::fs::canonicalize(dir).map(|d| d.join(name)).unwrap_or(abs),
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or(abs),
         _ => abs,
     }
 }
@@ -316,14 +375,25 @@ fn parse_impl(
     let base_dir = if base_dir.is_absolute() {
         base_dir.to_path_buf()
     } else {
-        std::env::current_dir().map(|d| d.join(base_dir)).unwrap_or_else(|_| base_dir.to_path_buf())
+        std::env::current_dir()
+            .map(|d| d.join(base_dir))
+            .unwrap_or_else(|_| base_dir.to_path_buf())
     };
-    let mut ctx = Ctx { file: file.to_string(), base_dir, env, unset: unset.clone(), warnings: Vec::new() };
+    let mut ctx = Ctx {
+        file: file.to_string(),
+        base_dir,
+        env,
+        unset: unset.clone(),
+        warnings: Vec::new(),
+    };
     for u in &unset {
         let msg = if u.name == "$" {
             "`$$` expands the (unset) variable `$`, not a literal `$`: Litestream's expansion has no escape".to_string()
         } else {
-            format!("environment variable ${{{}}} is not set, so it expands to an empty string", u.name)
+            format!(
+                "environment variable ${{{}}} is not set, so it expands to an empty string",
+                u.name
+            )
         };
         ctx.warn(u.line, msg);
     }
@@ -332,3 +402,6 @@ fn parse_impl(
     cfg.unset_vars = unset;
     Ok(cfg)
 }
+
+#[cfg(test)]
+mod tests;

@@ -41,10 +41,31 @@ pub(crate) struct RawSettings {
 /// Settings of backends walship does not implement (abs, sftp, webdav, nats): recognised so
 /// they do not warn as unknown, not kept.
 const OTHER_BACKEND_KEYS: &[&str] = &[
-    "account-name", "account-key", "sas-token", "host", "user", "password", "key-path",
-    "concurrent-writes", "host-key", "webdav-url", "webdav-username", "webdav-password", "jwt",
-    "seed", "creds", "nkey", "username", "token", "tls", "root-cas", "client-cert", "client-key",
-    "max-reconnects", "reconnect-wait", "timeout",
+    "account-name",
+    "account-key",
+    "sas-token",
+    "host",
+    "user",
+    "password",
+    "key-path",
+    "concurrent-writes",
+    "host-key",
+    "webdav-url",
+    "webdav-username",
+    "webdav-password",
+    "jwt",
+    "seed",
+    "creds",
+    "nkey",
+    "username",
+    "token",
+    "tls",
+    "root-cas",
+    "client-cert",
+    "client-key",
+    "max-reconnects",
+    "reconnect-wait",
+    "timeout",
 ];
 
 fn read_settings(ctx: &Ctx<'_>, f: &mut Fields<'_>) -> Result<RawSettings, ConfigError> {
@@ -151,7 +172,12 @@ pub(crate) fn clean(p: &Path) -> PathBuf {
 
 /// `~` / `~/x` → `$HOME/x`; relative → `base_dir/x` (the process's working directory for
 /// files, like Litestream's `filepath.Abs`); then cleaned.
-pub(crate) fn resolve_path(ctx: &Ctx<'_>, s: &str, key: &str, line: usize) -> Result<PathBuf, ConfigError> {
+pub(crate) fn resolve_path(
+    ctx: &Ctx<'_>,
+    s: &str,
+    key: &str,
+    line: usize,
+) -> Result<PathBuf, ConfigError> {
     let p = if s == "~" || s.starts_with("~/") {
         let home = ctx.env("HOME").ok_or_else(|| ConfigError::InvalidValue {
             at: ctx.at(line),
@@ -162,7 +188,11 @@ pub(crate) fn resolve_path(ctx: &Ctx<'_>, s: &str, key: &str, line: usize) -> Re
     } else {
         PathBuf::from(s)
     };
-    Ok(clean(&if p.is_absolute() { p } else { ctx.base_dir.join(p) }))
+    Ok(clean(&if p.is_absolute() {
+        p
+    } else {
+        ctx.base_dir.join(p)
+    }))
 }
 
 fn missing(ctx: &Ctx<'_>, v: Option<&Val>, key: String, line: usize, hint: &str) -> ConfigError {
@@ -174,13 +204,33 @@ fn query_bool(v: &str) -> bool {
     matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True")
 }
 
-fn build_replica(ctx: &mut Ctx<'_>, node: &Node, key: &str, global: &RawSettings) -> Result<ReplicaConfig, ConfigError> {
+fn build_replica(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+    key: &str,
+    global: &RawSettings,
+) -> Result<ReplicaConfig, ConfigError> {
     let mut f = Fields::of(ctx, node, key)?;
-    let ty = match f.take("type") { Some((n, k)) => Some(ctx.string(n, &k)?), None => None };
-    let name = match f.take("name") { Some((n, k)) => Some(ctx.string(n, &k)?), None => None };
-    let path = match f.take("path") { Some((n, k)) => Some(ctx.string(n, &k)?), None => None };
-    let url_v = match f.take("url") { Some((n, k)) => Some(ctx.string(n, &k)?), None => None };
-    let retention = match f.take("retention") { Some((n, k)) => ctx.positive_duration(n, &k)?, None => None };
+    let ty = match f.take("type") {
+        Some((n, k)) => Some(ctx.string(n, &k)?),
+        None => None,
+    };
+    let name = match f.take("name") {
+        Some((n, k)) => Some(ctx.string(n, &k)?),
+        None => None,
+    };
+    let path = match f.take("path") {
+        Some((n, k)) => Some(ctx.string(n, &k)?),
+        None => None,
+    };
+    let url_v = match f.take("url") {
+        Some((n, k)) => Some(ctx.string(n, &k)?),
+        None => None,
+    };
+    let retention = match f.take("retention") {
+        Some((n, k)) => ctx.positive_duration(n, &k)?,
+        None => None,
+    };
     let own = read_settings(ctx, &mut f)?;
     let own_bucket = own.bucket.as_ref().and_then(|v| v.non_empty()).is_some();
     f.finish(ctx);
@@ -201,7 +251,10 @@ fn build_replica(ctx: &mut Ctx<'_>, node: &Node, key: &str, global: &RawSettings
             return Err(ConfigError::Conflict {
                 at: ctx.at(at_line(&path)),
                 key: join_key(key, "path"),
-                message: format!("{:?} is a URL; put it in `url:` instead of `path:`", url::redact(p)),
+                message: format!(
+                    "{:?} is a URL; put it in `url:` instead of `path:`",
+                    url::redact(p)
+                ),
             });
         }
     }
@@ -217,7 +270,11 @@ fn build_replica(ctx: &mut Ctx<'_>, node: &Node, key: &str, global: &RawSettings
     let declared = ne(&ty).map(|t| t.to_ascii_lowercase());
     let kind = match (&parsed_url, &declared) {
         (Some(u), d) => {
-            let scheme = if u.scheme == "webdavs" { "webdav".to_string() } else { u.scheme.clone() };
+            let scheme = if u.scheme == "webdavs" {
+                "webdav".to_string()
+            } else {
+                u.scheme.clone()
+            };
             if let Some(d) = d {
                 let same = d == &scheme || (d == "gcs" && scheme == "gs");
                 if !same {
@@ -229,10 +286,12 @@ fn build_replica(ctx: &mut Ctx<'_>, node: &Node, key: &str, global: &RawSettings
         (None, Some(d)) => d.clone(),
         (None, None) => "file".to_string(),
     };
-    let conflict = |what: &str, line: usize| ConfigError::Conflict {
+    let conflict = |what: &str, line: usize| {
+        ConfigError::Conflict {
         at: ctx.at(line),
         key: key.to_string(),
         message: format!("cannot set both `url` and `{what}` on a {kind} replica; put everything in the url, or drop the url"),
+    }
     };
 
     let replica_kind = match kind.as_str() {
@@ -245,14 +304,30 @@ fn build_replica(ctx: &mut Ctx<'_>, node: &Node, key: &str, global: &RawSettings
                 (None, Some(p)) => (p.clone(), &path),
                 (None, None) => {
                     let v = path.as_ref().or(url_v.as_ref());
-                    return Err(missing(ctx, v, join_key(key, "path"), node.line(),
-                        "a file replica needs `path:` (a directory) or `url: file:///absolute/dir`"));
+                    return Err(missing(
+                        ctx,
+                        v,
+                        join_key(key, "path"),
+                        node.line(),
+                        "a file replica needs `path:` (a directory) or `url: file:///absolute/dir`",
+                    ));
                 }
             };
             let line = at_line(src);
-            ReplicaKind::File { path: resolve_path(ctx, &p, &join_key(key, "path"), line)? }
+            ReplicaKind::File {
+                path: resolve_path(ctx, &p, &join_key(key, "path"), line)?,
+            }
         }
-        "s3" => ReplicaKind::S3(build_s3(ctx, key, node, &s, &path, &url_v, parsed_url.as_ref(), own_bucket)?),
+        "s3" => ReplicaKind::S3(build_s3(
+            ctx,
+            key,
+            node,
+            &s,
+            &path,
+            &url_v,
+            parsed_url.as_ref(),
+            own_bucket,
+        )?),
         "gs" | "gcs" => {
             if url_s.is_some() && path_s.is_some() {
                 return Err(conflict("path", at_line(&path)));
@@ -267,8 +342,13 @@ fn build_replica(ctx: &mut Ctx<'_>, node: &Node, key: &str, global: &RawSettings
                 gpath = u.path.clone();
             }
             let Some(bucket) = bucket else {
-                return Err(missing(ctx, s.bucket.as_ref(), join_key(key, "bucket"), node.line(),
-                    "a gs replica needs `bucket:` or `url: gs://BUCKET/path`"));
+                return Err(missing(
+                    ctx,
+                    s.bucket.as_ref(),
+                    join_key(key, "bucket"),
+                    node.line(),
+                    "a gs replica needs `bucket:` or `url: gs://BUCKET/path`",
+                ));
             };
             ReplicaKind::Gcs(GcsConfig {
                 bucket,
@@ -278,10 +358,18 @@ fn build_replica(ctx: &mut Ctx<'_>, node: &Node, key: &str, global: &RawSettings
             })
         }
         "abs" | "sftp" | "webdav" | "nats" | "oss" => {
-            return Err(ConfigError::UnsupportedReplicaType { at: ctx.at(at_line(&ty).min(at_line(&url_v))), key: key.into(), kind })
+            return Err(ConfigError::UnsupportedReplicaType {
+                at: ctx.at(at_line(&ty).min(at_line(&url_v))),
+                key: key.into(),
+                kind,
+            })
         }
         _ => {
-            return Err(ConfigError::UnknownReplicaType { at: ctx.at(at_line(&ty).min(at_line(&url_v))), key: key.into(), kind })
+            return Err(ConfigError::UnknownReplicaType {
+                at: ctx.at(at_line(&ty).min(at_line(&url_v))),
+                key: key.into(),
+                kind,
+            })
         }
     };
     Ok(ReplicaConfig {
@@ -306,16 +394,24 @@ fn build_s3(
     u: Option<&url::ReplicaUrl>,
     own_bucket: bool,
 ) -> Result<S3Config, ConfigError> {
-    let conflict = |what: &str, line: usize| ConfigError::Conflict {
+    let conflict = |what: &str, line: usize| {
+        ConfigError::Conflict {
         at: ctx.at(line),
         key: key.to_string(),
         message: format!("cannot set both `url` and `{what}` on an s3 replica; put the bucket and path in the url, or drop the url"),
+    }
     };
     if u.is_some() && ne(path).is_some() {
-        return Err(conflict("path", path.as_ref().map_or(node.line(), |v| v.line)));
+        return Err(conflict(
+            "path",
+            path.as_ref().map_or(node.line(), |v| v.line),
+        ));
     }
     if u.is_some() && own_bucket {
-        return Err(conflict("bucket", s.bucket.as_ref().map_or(node.line(), |v| v.line)));
+        return Err(conflict(
+            "bucket",
+            s.bucket.as_ref().map_or(node.line(), |v| v.line),
+        ));
     }
     let mut bucket = ne(&s.bucket);
     let mut spath = ne(path).unwrap_or_default();
@@ -340,7 +436,9 @@ fn build_s3(
             reason,
         };
         if u.host.to_ascii_lowercase().starts_with("arn:") {
-            return Err(bad("S3 access point ARNs are not supported yet by walship; use the bucket name".into()));
+            return Err(bad(
+                "S3 access point ARNs are not supported yet by walship; use the bucket name".into(),
+            ));
         }
         let h = url::parse_s3_host(&u.host);
         let (mut u_endpoint, mut u_fps, mut u_region) = (h.endpoint, h.force_path_style, h.region);
@@ -363,17 +461,28 @@ fn build_s3(
             sign_payload = u.query(&["signPayload", "sign-payload"]).map(query_bool);
         }
         if require_md5.is_none() {
-            require_md5 = u.query(&["requireContentMD5", "require-content-md5"]).map(query_bool);
+            require_md5 = u
+                .query(&["requireContentMD5", "require-content-md5"])
+                .map(query_bool);
         }
-        storage_class = storage_class.or_else(|| u.query(&["storageClass", "storage-class"]).map(str::to_string));
+        storage_class = storage_class.or_else(|| {
+            u.query(&["storageClass", "storage-class"])
+                .map(str::to_string)
+        });
         if part_size.is_none() {
             if let Some(v) = u.query(&["partSize", "part-size"]) {
-                part_size = Some(v.parse().map_err(|_| bad(format!("partSize={v:?} is not a whole number of bytes")))?);
+                part_size =
+                    Some(v.parse().map_err(|_| {
+                        bad(format!("partSize={v:?} is not a whole number of bytes"))
+                    })?);
             }
         }
         if concurrency.is_none() {
             if let Some(v) = u.query(&["concurrency"]) {
-                concurrency = Some(v.parse().map_err(|_| bad(format!("concurrency={v:?} is not a whole number")))?);
+                concurrency = Some(
+                    v.parse()
+                        .map_err(|_| bad(format!("concurrency={v:?} is not a whole number")))?,
+                );
             }
         }
         if spath.is_empty() {
@@ -387,14 +496,24 @@ fn build_s3(
         }
     }
     let Some(bucket) = bucket else {
-        return Err(missing(ctx, s.bucket.as_ref(), join_key(key, "bucket"), node.line(),
-            "an s3 replica needs `bucket:` or `url: s3://BUCKET/path`"));
+        return Err(missing(
+            ctx,
+            s.bucket.as_ref(),
+            join_key(key, "bucket"),
+            node.line(),
+            "an s3 replica needs `bucket:` or `url: s3://BUCKET/path`",
+        ));
     };
-    let region = region.or_else(|| ctx.env("AWS_REGION")).or_else(|| ctx.env("AWS_DEFAULT_REGION"));
+    let region = region
+        .or_else(|| ctx.env("AWS_REGION"))
+        .or_else(|| ctx.env("AWS_DEFAULT_REGION"));
     let endpoint = endpoint.map(|e| url::ensure_endpoint_scheme(&e));
     if s.force_path_style.is_none() {
         if let Some(e) = &endpoint {
-            if ["backblazeb2.com", "filebase.com", "supabase.co", "minio"].iter().any(|p| e.contains(p)) {
+            if ["backblazeb2.com", "filebase.com", "supabase.co", "minio"]
+                .iter()
+                .any(|p| e.contains(p))
+            {
                 force_path_style = true;
             }
         }
@@ -412,25 +531,53 @@ fn build_s3(
             (None, CredentialSource::None)
         }
     };
-    let (access_key_id, source) = pick(&s.access_key_id, "AWS_ACCESS_KEY_ID", "LITESTREAM_ACCESS_KEY_ID");
-    let (secret_access_key, _) = pick(&s.secret_access_key, "AWS_SECRET_ACCESS_KEY", "LITESTREAM_SECRET_ACCESS_KEY");
+    let (access_key_id, source) = pick(
+        &s.access_key_id,
+        "AWS_ACCESS_KEY_ID",
+        "LITESTREAM_ACCESS_KEY_ID",
+    );
+    let (secret_access_key, _) = pick(
+        &s.secret_access_key,
+        "AWS_SECRET_ACCESS_KEY",
+        "LITESTREAM_SECRET_ACCESS_KEY",
+    );
     for (val, found, what, envs) in [
-        (&s.access_key_id, access_key_id.is_some(), "access key id", "AWS_ACCESS_KEY_ID or LITESTREAM_ACCESS_KEY_ID"),
-        (&s.secret_access_key, secret_access_key.is_some(), "secret access key", "AWS_SECRET_ACCESS_KEY or LITESTREAM_SECRET_ACCESS_KEY"),
+        (
+            &s.access_key_id,
+            access_key_id.is_some(),
+            "access key id",
+            "AWS_ACCESS_KEY_ID or LITESTREAM_ACCESS_KEY_ID",
+        ),
+        (
+            &s.secret_access_key,
+            secret_access_key.is_some(),
+            "secret access key",
+            "AWS_SECRET_ACCESS_KEY or LITESTREAM_SECRET_ACCESS_KEY",
+        ),
     ] {
         if let (Some(v), false) = (val, found) {
             let unset = ctx.unset_on(v.line);
             if !unset.is_empty() {
-                return Err(ConfigError::missing(ctx.at(v.line), v.key.clone(),
-                    format!("the {what} came out empty and {envs} is not set either"), unset));
+                return Err(ConfigError::missing(
+                    ctx.at(v.line),
+                    v.key.clone(),
+                    format!("the {what} came out empty and {envs} is not set either"),
+                    unset,
+                ));
             }
         }
     }
     if access_key_id.is_some() != secret_access_key.is_some() {
         let (has, lacks) = if access_key_id.is_some() {
-            ("an access key id", "`secret-access-key` (or AWS_SECRET_ACCESS_KEY / LITESTREAM_SECRET_ACCESS_KEY)")
+            (
+                "an access key id",
+                "`secret-access-key` (or AWS_SECRET_ACCESS_KEY / LITESTREAM_SECRET_ACCESS_KEY)",
+            )
         } else {
-            ("a secret access key", "`access-key-id` (or AWS_ACCESS_KEY_ID / LITESTREAM_ACCESS_KEY_ID)")
+            (
+                "a secret access key",
+                "`access-key-id` (or AWS_ACCESS_KEY_ID / LITESTREAM_ACCESS_KEY_ID)",
+            )
         };
         return Err(ConfigError::Conflict {
             at: ctx.at(node.line()),
@@ -440,7 +587,14 @@ fn build_s3(
     }
     let sse_key = ne(&s.sse_customer_key).map(Secret::new);
     let sse_key_path = ne(&s.sse_customer_key_path)
-        .map(|p| resolve_path(ctx, &p, &join_key(key, "sse-customer-key-path"), node.line()))
+        .map(|p| {
+            resolve_path(
+                ctx,
+                &p,
+                &join_key(key, "sse-customer-key-path"),
+                node.line(),
+            )
+        })
         .transpose()?;
     let sse_alg = ne(&s.sse_customer_algorithm)
         .or_else(|| (sse_key.is_some() || sse_key_path.is_some()).then(|| "AES256".to_string()));
@@ -466,7 +620,11 @@ fn build_s3(
     })
 }
 
-fn read_snapshot(ctx: &mut Ctx<'_>, f: &mut Fields<'_>, base: SnapshotConfig) -> Result<SnapshotConfig, ConfigError> {
+fn read_snapshot(
+    ctx: &mut Ctx<'_>,
+    f: &mut Fields<'_>,
+    base: SnapshotConfig,
+) -> Result<SnapshotConfig, ConfigError> {
     let mut snap = base;
     if let Some((n, k)) = f.take("snapshot") {
         let mut sf = Fields::of(ctx, n, &k)?;
@@ -481,30 +639,59 @@ fn read_snapshot(ctx: &mut Ctx<'_>, f: &mut Fields<'_>, base: SnapshotConfig) ->
     Ok(snap)
 }
 
-fn build_db(ctx: &mut Ctx<'_>, node: &Node, idx: usize, global: &RawSettings, gsnap: SnapshotConfig) -> Result<DbConfig, ConfigError> {
+fn build_db(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+    idx: usize,
+    global: &RawSettings,
+    gsnap: SnapshotConfig,
+) -> Result<DbConfig, ConfigError> {
     let key = format!("dbs[{idx}]");
     let mut f = Fields::of(ctx, node, &key)?;
-    let path = match f.take("path") { Some((n, k)) => Some(ctx.string(n, &k)?), None => None };
-    let dir = match f.take("dir") { Some((n, k)) => Some(ctx.string(n, &k)?), None => None };
-    let pattern = match f.take("pattern") { Some((n, k)) => Some(ctx.string(n, &k)?), None => None };
+    let path = match f.take("path") {
+        Some((n, k)) => Some(ctx.string(n, &k)?),
+        None => None,
+    };
+    let dir = match f.take("dir") {
+        Some((n, k)) => Some(ctx.string(n, &k)?),
+        None => None,
+    };
+    let pattern = match f.take("pattern") {
+        Some((n, k)) => Some(ctx.string(n, &k)?),
+        None => None,
+    };
     f.ignore(&["recursive", "watch", "meta-dir"]);
-    match (ne(&path), ne(&dir).or(ne(&pattern))) {
-        (Some(_), Some(_)) => {
+    let path = match (path, ne(&dir).or(ne(&pattern))) {
+        (Some(p), None) if !p.text.is_empty() => p,
+        (Some(p), Some(_)) if !p.text.is_empty() => {
             return Err(ConfigError::Conflict {
                 at: ctx.at(node.line()),
                 key,
-                message: "cannot set both `path` and `dir`/`pattern`; use `path:` for one database".into(),
+                message: "cannot set both `path` and `dir`/`pattern`; use `path:` for one database"
+                    .into(),
             })
         }
-        (None, Some(_)) => return Err(ConfigError::DirectoryNotSupported { at: ctx.at(node.line()), key }),
-        (None, None) => {
-            return Err(missing(ctx, path.as_ref(), join_key(&key, "path"), node.line(),
-                "each entry under `dbs:` needs `path:` with the database file"))
+        (_, Some(_)) => {
+            return Err(ConfigError::DirectoryNotSupported {
+                at: ctx.at(node.line()),
+                key,
+            })
         }
-        (Some(_), None) => {}
-    }
-    let path = path.unwrap_or_else(|| unreachable!());
-    let raw = path.text.strip_prefix("sqlite3://").or_else(|| path.text.strip_prefix("sqlite://")).unwrap_or(&path.text);
+        (path, None) => {
+            return Err(missing(
+                ctx,
+                path.as_ref(),
+                join_key(&key, "path"),
+                node.line(),
+                "each entry under `dbs:` needs `path:` with the database file",
+            ))
+        }
+    };
+    let raw = path
+        .text
+        .strip_prefix("sqlite3://")
+        .or_else(|| path.text.strip_prefix("sqlite://"))
+        .unwrap_or(&path.text);
     let db_path = resolve_path(ctx, raw, &path.key, path.line)?;
     let snapshot = read_snapshot(ctx, &mut f, gsnap)?;
     let mut db = DbConfig::with_defaults(db_path, key.clone(), placeholder_replica(), snapshot);
@@ -526,10 +713,18 @@ fn build_db(ctx: &mut Ctx<'_>, node: &Node, idx: usize, global: &RawSettings, gs
     set!("monitor-interval", positive_duration, db.monitor_interval);
     set!("checkpoint-interval", duration, db.checkpoint_interval);
     set!("busy-timeout", duration, db.busy_timeout);
-    set!("min-checkpoint-page-count", int, db.min_checkpoint_page_count);
+    set!(
+        "min-checkpoint-page-count",
+        int,
+        db.min_checkpoint_page_count
+    );
     set!("truncate-page-n", int, db.truncate_page_n);
     set!("max-sync-wal-bytes", int, db.max_sync_wal_bytes);
-    set!("restore-if-db-not-exists", bool, db.restore_if_db_not_exists);
+    set!(
+        "restore-if-db-not-exists",
+        bool,
+        db.restore_if_db_not_exists
+    );
     if let Some((n, k)) = f.take("max-checkpoint-page-count") {
         db.max_checkpoint_page_count = ctx.int(n, &k)?;
     }
@@ -585,14 +780,25 @@ fn placeholder_replica() -> ReplicaConfig {
         validation_interval: None,
         max_sync_ltx_files: defaults::MAX_SYNC_LTX_FILES,
         auto_recover: false,
-        kind: ReplicaKind::File { path: PathBuf::new() },
+        kind: ReplicaKind::File {
+            path: PathBuf::new(),
+        },
     }
 }
 
 /// Build a [`Config`] from the (expanded) YAML tree.
-pub(crate) fn build(ctx: &mut Ctx<'_>, root: Option<&Node>, source: ConfigSource) -> Result<Config, ConfigError> {
+pub(crate) fn build(
+    ctx: &mut Ctx<'_>,
+    root: Option<&Node>,
+    source: ConfigSource,
+) -> Result<Config, ConfigError> {
     let mut cfg = Config::empty(source);
-    let null = Node::Scalar { text: String::new(), plain: true, tag: None, line: 0 };
+    let null = Node::Scalar {
+        text: String::new(),
+        plain: true,
+        tag: None,
+        line: 0,
+    };
     let root = root.unwrap_or(&null);
     let mut f = Fields::of(ctx, root, "")?;
     let global = read_settings(ctx, &mut f)?;
@@ -623,9 +829,24 @@ pub(crate) fn build(ctx: &mut Ctx<'_>, root: Option<&Node>, source: ConfigSource
         ctx.warn(line, "`exec` is ignored: walship runs inside your application, so there is no subprocess to start");
     }
     set!(f, "l0-retention", duration, cfg.l0_retention);
-    set!(f, "l0-retention-check-interval", positive_duration, cfg.l0_retention_check_interval);
-    set!(f, "shutdown-sync-timeout", duration, cfg.shutdown_sync_timeout);
-    set!(f, "shutdown-sync-interval", positive_duration, cfg.shutdown_sync_interval);
+    set!(
+        f,
+        "l0-retention-check-interval",
+        positive_duration,
+        cfg.l0_retention_check_interval
+    );
+    set!(
+        f,
+        "shutdown-sync-timeout",
+        duration,
+        cfg.shutdown_sync_timeout
+    );
+    set!(
+        f,
+        "shutdown-sync-interval",
+        positive_duration,
+        cfg.shutdown_sync_interval
+    );
     set!(f, "verify-compaction", bool, cfg.verify_compaction);
     cfg.heartbeat_url = opt_string!(f, "heartbeat-url");
     if let Some(u) = &cfg.heartbeat_url {
@@ -653,20 +874,44 @@ pub(crate) fn build(ctx: &mut Ctx<'_>, root: Option<&Node>, source: ConfigSource
     if let Some((n, k)) = f.take("levels") {
         if !n.is_null() {
             let Node::Seq { items, .. } = n else {
-                return Err(ConfigError::InvalidValue { at: ctx.at(n.line()), key: k, message: format!("expected a list of `- interval: ...` entries, found {}", n.kind_name()) });
+                return Err(ConfigError::InvalidValue {
+                    at: ctx.at(n.line()),
+                    key: k,
+                    message: format!(
+                        "expected a list of `- interval: ...` entries, found {}",
+                        n.kind_name()
+                    ),
+                });
             };
             cfg.levels.clear();
             for (i, item) in items.iter().enumerate() {
                 let mut lf = Fields::of(ctx, item, &format!("{k}[{i}]"))?;
-                let d = match lf.take("interval") { Some((n, k)) => ctx.positive_duration(n, &k)?, None => None };
-                let d = d.ok_or_else(|| ConfigError::missing(ctx.at(item.line()), format!("{k}[{i}].interval"), "each compaction level needs `interval:` (e.g. 30s, 5m, 1h)", ctx.unset_on(item.line())))?;
+                let d = match lf.take("interval") {
+                    Some((n, k)) => ctx.positive_duration(n, &k)?,
+                    None => None,
+                };
+                let d = d.ok_or_else(|| {
+                    ConfigError::missing(
+                        ctx.at(item.line()),
+                        format!("{k}[{i}].interval"),
+                        "each compaction level needs `interval:` (e.g. 30s, 5m, 1h)",
+                        ctx.unset_on(item.line()),
+                    )
+                })?;
                 lf.finish(ctx);
                 cfg.levels.push(d);
             }
         }
     }
-    for (section, handler) in [("validation", 0), ("retention", 1), ("logging", 2), ("socket", 3)] {
-        let Some((n, k)) = f.take(section) else { continue };
+    for (section, handler) in [
+        ("validation", 0),
+        ("retention", 1),
+        ("logging", 2),
+        ("socket", 3),
+    ] {
+        let Some((n, k)) = f.take(section) else {
+            continue;
+        };
         let mut sf = Fields::of(ctx, n, &k)?;
         match handler {
             0 => {
@@ -705,7 +950,11 @@ pub(crate) fn build(ctx: &mut Ctx<'_>, root: Option<&Node>, source: ConfigSource
                         return Err(ConfigError::Conflict {
                             at: ctx.at(item.line()),
                             key: db.key.clone(),
-                            message: format!("{} is already listed as {}; list each database once", db.path.display(), prev.key),
+                            message: format!(
+                                "{} is already listed as {}; list each database once",
+                                db.path.display(),
+                                prev.key
+                            ),
                         });
                     }
                     cfg.dbs.push(db);
@@ -716,7 +965,10 @@ pub(crate) fn build(ctx: &mut Ctx<'_>, root: Option<&Node>, source: ConfigSource
                 return Err(ConfigError::InvalidValue {
                     at: ctx.at(other.line()),
                     key: k,
-                    message: format!("expected a list of databases (lines starting with `- path: ...`), found {}", other.kind_name()),
+                    message: format!(
+                    "expected a list of databases (lines starting with `- path: ...`), found {}",
+                    other.kind_name()
+                ),
                 })
             }
         }
@@ -746,6 +998,9 @@ fn root_line_of(root: &Node, key: &str) -> usize {
 }
 
 /// The replica of `WALSHIP_REPLICA_URL` (a one-key `url:` mapping, no global settings).
-pub(crate) fn build_replica_for_env(ctx: &mut Ctx<'_>, node: &Node) -> Result<ReplicaConfig, ConfigError> {
+pub(crate) fn build_replica_for_env(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+) -> Result<ReplicaConfig, ConfigError> {
     build_replica(ctx, node, "replica", &RawSettings::default())
 }

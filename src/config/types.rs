@@ -13,8 +13,11 @@ pub mod defaults {
     pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
     pub const SNAPSHOT_RETENTION: Duration = Duration::from_secs(24 * 3600);
     /// Compaction levels L1..L3 (L0 is implicit, L9 is the snapshot level).
-    pub const LEVEL_INTERVALS: [Duration; 3] =
-        [Duration::from_secs(30), Duration::from_secs(5 * 60), Duration::from_secs(3600)];
+    pub const LEVEL_INTERVALS: [Duration; 3] = [
+        Duration::from_secs(30),
+        Duration::from_secs(5 * 60),
+        Duration::from_secs(3600),
+    ];
     pub const L0_RETENTION: Duration = Duration::from_secs(5 * 60);
     pub const L0_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(15);
     pub const SHUTDOWN_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -94,7 +97,10 @@ pub struct SnapshotConfig {
 
 impl Default for SnapshotConfig {
     fn default() -> Self {
-        SnapshotConfig { interval: defaults::SNAPSHOT_INTERVAL, retention: defaults::SNAPSHOT_RETENTION }
+        SnapshotConfig {
+            interval: defaults::SNAPSHOT_INTERVAL,
+            retention: defaults::SNAPSHOT_RETENTION,
+        }
     }
 }
 
@@ -122,7 +128,11 @@ pub struct SocketConfig {
 
 impl Default for SocketConfig {
     fn default() -> Self {
-        SocketConfig { enabled: false, path: defaults::SOCKET_PATH.into(), permissions: 0o600 }
+        SocketConfig {
+            enabled: false,
+            path: defaults::SOCKET_PATH.into(),
+            permissions: 0o600,
+        }
     }
 }
 
@@ -154,6 +164,8 @@ impl ReplicaConfig {
 }
 
 /// The replica backends walship understands.
+// One per configured database: size does not matter, plain matching does.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplicaKind {
     /// A directory on a local (or mounted) filesystem. Always absolute.
@@ -219,8 +231,14 @@ impl fmt::Debug for S3Config {
             .field("path", &self.path)
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
-            .field("access_key_id", &self.access_key_id.as_ref().map(Secret::hint))
-            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "***"))
+            .field(
+                "access_key_id",
+                &self.access_key_id.as_ref().map(Secret::hint),
+            )
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "***"),
+            )
             .field("credential_source", &self.credential_source)
             .field("force_path_style", &self.force_path_style)
             .field("skip_verify", &self.skip_verify)
@@ -230,7 +248,10 @@ impl fmt::Debug for S3Config {
             .field("part_size", &self.part_size)
             .field("concurrency", &self.concurrency)
             .field("sse_customer_algorithm", &self.sse_customer_algorithm)
-            .field("sse_customer_key", &self.sse_customer_key.as_ref().map(|_| "***"))
+            .field(
+                "sse_customer_key",
+                &self.sse_customer_key.as_ref().map(|_| "***"),
+            )
             .field("sse_customer_key_path", &self.sse_customer_key_path)
             .field("sse_kms_key_id", &self.sse_kms_key_id)
             .finish()
@@ -253,8 +274,14 @@ impl fmt::Debug for GcsConfig {
         f.debug_struct("GcsConfig")
             .field("bucket", &self.bucket)
             .field("path", &self.path)
-            .field("access_key_id", &self.access_key_id.as_ref().map(Secret::hint))
-            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "***"))
+            .field(
+                "access_key_id",
+                &self.access_key_id.as_ref().map(Secret::hint),
+            )
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "***"),
+            )
             .finish()
     }
 }
@@ -295,7 +322,12 @@ pub struct DbConfig {
 
 impl DbConfig {
     /// A database entry with Litestream's defaults (used for `WALSHIP_REPLICA_URL`).
-    pub(crate) fn with_defaults(path: PathBuf, key: String, replica: ReplicaConfig, snapshot: SnapshotConfig) -> Self {
+    pub(crate) fn with_defaults(
+        path: PathBuf,
+        key: String,
+        replica: ReplicaConfig,
+        snapshot: SnapshotConfig,
+    ) -> Self {
         DbConfig {
             path,
             key,

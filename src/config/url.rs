@@ -14,26 +14,32 @@ pub(crate) struct ReplicaUrl {
 
 impl ReplicaUrl {
     pub(crate) fn query(&self, names: &[&str]) -> Option<&str> {
-        names
-            .iter()
-            .find_map(|n| self.query.iter().find(|(k, v)| k == n && !v.is_empty()).map(|(_, v)| v.as_str()))
+        names.iter().find_map(|n| {
+            self.query
+                .iter()
+                .find(|(k, v)| k == n && !v.is_empty())
+                .map(|(_, v)| v.as_str())
+        })
     }
 }
 
 /// Litestream's test for "this looks like a URL": `^\w+://`.
 pub(crate) fn is_url(s: &str) -> bool {
     match s.find("://") {
-        Some(i) if i > 0 => s[..i].bytes().all(|c| c == b'_' || c.is_ascii_alphanumeric()),
+        Some(i) if i > 0 => s[..i]
+            .bytes()
+            .all(|c| c == b'_' || c.is_ascii_alphanumeric()),
         _ => false,
     }
 }
 
 /// The URL with any `user:password@` removed, safe to put in a message.
+/// Errs on the side of hiding: everything up to the *last* `@` goes, so a secret containing
+/// `/` (as AWS secret keys may) cannot leak through a mis-split authority.
 pub(crate) fn redact(s: &str) -> String {
     if let Some(i) = s.find("://") {
         let rest = &s[i + 3..];
-        let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        if let Some(at) = rest[..auth_end].rfind('@') {
+        if let Some(at) = rest.rfind('@') {
             return format!("{}://***@{}", &s[..i], &rest[at + 1..]);
         }
     }
@@ -106,22 +112,41 @@ pub(crate) fn parse(s: &str) -> Result<ReplicaUrl, String> {
         let path = if rest.starts_with('/') {
             rest
         } else if let Some(p) = rest.strip_prefix("localhost/") {
-            return Ok(ReplicaUrl { scheme, host: String::new(), path: clean_path(&format!("/{}", percent_decode(p)?)), query });
+            return Ok(ReplicaUrl {
+                scheme,
+                host: String::new(),
+                path: clean_path(&format!("/{}", percent_decode(p)?)),
+                query,
+            });
         } else {
-            return Err("a file URL needs an absolute path: file:///absolute/dir (three slashes)".into());
+            return Err(
+                "a file URL needs an absolute path: file:///absolute/dir (three slashes)".into(),
+            );
         };
-        return Ok(ReplicaUrl { scheme, host: String::new(), path: clean_path(&percent_decode(path)?), query });
+        return Ok(ReplicaUrl {
+            scheme,
+            host: String::new(),
+            path: clean_path(&percent_decode(path)?),
+            query,
+        });
     }
-    let (authority, path) = match rest.find('/') {
+    // Drop any `user:password@` first (up to the last `@`, in case the password has a `/`).
+    if let Some(at) = rest.rfind('@') {
+        rest = &rest[at + 1..];
+    }
+    let (host, path) = match rest.find('/') {
         Some(p) => (&rest[..p], &rest[p..]),
         None => (rest, ""),
     };
-    let host = match authority.rfind('@') {
-        Some(at) => &authority[at + 1..],
-        None => authority,
-    };
-    let path = clean_path(&percent_decode(path)?).trim_start_matches('/').to_string();
-    Ok(ReplicaUrl { scheme, host: host.to_string(), path, query })
+    let path = clean_path(&percent_decode(path)?)
+        .trim_start_matches('/')
+        .to_string();
+    Ok(ReplicaUrl {
+        scheme,
+        host: host.to_string(),
+        path,
+        query,
+    })
 }
 
 /// What an S3 URL host says: bucket, region, endpoint, path-style.
@@ -145,7 +170,11 @@ pub(crate) fn parse_s3_host(host: &str) -> S3Host {
                 endpoint: Some(format!("http://{h}")),
                 force_path_style: true,
             },
-            None => S3Host { endpoint: Some(format!("http://{host}")), force_path_style: true, ..S3Host::default() },
+            None => S3Host {
+                endpoint: Some(format!("http://{host}")),
+                force_path_style: true,
+                ..S3Host::default()
+            },
         };
     }
     let labels: Vec<&str> = host.split('.').collect();
@@ -154,8 +183,16 @@ pub(crate) fn parse_s3_host(host: &str) -> S3Host {
     if host.ends_with(".amazonaws.com") {
         if let Some(pos) = labels.iter().rposition(|l| *l == "s3") {
             if pos >= 1 && (pos + 3 == n || pos + 4 == n) {
-                let region = if pos + 4 == n { some(labels[pos + 1]) } else { None };
-                return S3Host { bucket: labels[..pos].join("."), region, ..S3Host::default() };
+                let region = if pos + 4 == n {
+                    some(labels[pos + 1])
+                } else {
+                    None
+                };
+                return S3Host {
+                    bucket: labels[..pos].join("."),
+                    region,
+                    ..S3Host::default()
+                };
             }
         }
     }
@@ -181,8 +218,15 @@ pub(crate) fn parse_s3_host(host: &str) -> S3Host {
     }
     // <bucket>.s3.filebase.com
     if host.ends_with(".s3.filebase.com") || host == "s3.filebase.com" {
-        let bucket = host.strip_suffix("s3.filebase.com").unwrap_or("").trim_end_matches('.');
-        return S3Host { bucket: bucket.into(), endpoint: some("https://s3.filebase.com"), ..S3Host::default() };
+        let bucket = host
+            .strip_suffix("s3.filebase.com")
+            .unwrap_or("")
+            .trim_end_matches('.');
+        return S3Host {
+            bucket: bucket.into(),
+            endpoint: some("https://s3.filebase.com"),
+            ..S3Host::default()
+        };
     }
     // <bucket>.s3.<region>.scw.cloud
     if host.ends_with(".scw.cloud") && n >= 4 && labels[n - 4] == "s3" {
@@ -194,7 +238,10 @@ pub(crate) fn parse_s3_host(host: &str) -> S3Host {
             force_path_style: false,
         };
     }
-    S3Host { bucket: host.into(), ..S3Host::default() }
+    S3Host {
+        bucket: host.into(),
+        ..S3Host::default()
+    }
 }
 
 /// Add `https://` (or `http://` for local/private hosts) to a scheme-less endpoint, as
@@ -210,7 +257,11 @@ pub(crate) fn ensure_endpoint_scheme(endpoint: &str) -> String {
         || host.starts_with("192.168.")
         || host.starts_with("10.")
         || (host.starts_with("172.")
-            && host.split('.').nth(1).and_then(|o| o.parse::<u8>().ok()).is_some_and(|o| (16..=31).contains(&o)));
+            && host
+                .split('.')
+                .nth(1)
+                .and_then(|o| o.parse::<u8>().ok())
+                .is_some_and(|o| (16..=31).contains(&o)));
     if local {
         format!("http://{endpoint}")
     } else {
@@ -225,7 +276,10 @@ mod tests {
     #[test]
     fn parses_file_urls() {
         let u = parse("file:///var/backups/app").unwrap();
-        assert_eq!((u.scheme.as_str(), u.path.as_str()), ("file", "/var/backups/app"));
+        assert_eq!(
+            (u.scheme.as_str(), u.path.as_str()),
+            ("file", "/var/backups/app")
+        );
         assert_eq!(parse("file:///a//b/./c/").unwrap().path, "/a/b/c");
         assert_eq!(parse("file:///a%20b").unwrap().path, "/a b");
         assert_eq!(parse("file://localhost/x").unwrap().path, "/x");
@@ -247,30 +301,49 @@ mod tests {
     fn s3_hosts() {
         assert_eq!(parse_s3_host("bkt").bucket, "bkt");
         let h = parse_s3_host("bkt.s3.us-west-2.amazonaws.com");
-        assert_eq!((h.bucket.as_str(), h.region.as_deref()), ("bkt", Some("us-west-2")));
+        assert_eq!(
+            (h.bucket.as_str(), h.region.as_deref()),
+            ("bkt", Some("us-west-2"))
+        );
         assert_eq!(parse_s3_host("bkt.s3.amazonaws.com").region, None);
         let h = parse_s3_host("bkt.localhost:9000");
         assert_eq!(h.endpoint.as_deref(), Some("http://localhost:9000"));
         assert!(h.force_path_style);
         let h = parse_s3_host("bkt.nyc3.digitaloceanspaces.com");
-        assert_eq!(h.endpoint.as_deref(), Some("https://nyc3.digitaloceanspaces.com"));
+        assert_eq!(
+            h.endpoint.as_deref(),
+            Some("https://nyc3.digitaloceanspaces.com")
+        );
         let h = parse_s3_host("bkt.s3.us-west-002.backblazeb2.com");
         assert_eq!((h.bucket.as_str(), h.force_path_style), ("bkt", true));
-        assert_eq!(parse_s3_host("bkt.s3.fr-par.scw.cloud").region.as_deref(), Some("fr-par"));
+        assert_eq!(
+            parse_s3_host("bkt.s3.fr-par.scw.cloud").region.as_deref(),
+            Some("fr-par")
+        );
         assert_eq!(parse_s3_host("bkt.s3.filebase.com").bucket, "bkt");
     }
 
     #[test]
     fn redacts_userinfo() {
         assert_eq!(redact("s3://AKIA:secret@bucket/p"), "s3://***@bucket/p");
-        assert_eq!(redact("s3://bucket/p@x"), "s3://bucket/p@x");
+        assert_eq!(redact("s3://K:se/cret@bucket/p"), "s3://***@bucket/p");
+        assert_eq!(redact("s3://bucket/p"), "s3://bucket/p");
     }
 
     #[test]
     fn endpoint_scheme() {
-        assert_eq!(ensure_endpoint_scheme("s3.example.com"), "https://s3.example.com");
-        assert_eq!(ensure_endpoint_scheme("localhost:9000"), "http://localhost:9000");
-        assert_eq!(ensure_endpoint_scheme("172.20.0.1:9000"), "http://172.20.0.1:9000");
+        assert_eq!(
+            ensure_endpoint_scheme("s3.example.com"),
+            "https://s3.example.com"
+        );
+        assert_eq!(
+            ensure_endpoint_scheme("localhost:9000"),
+            "http://localhost:9000"
+        );
+        assert_eq!(
+            ensure_endpoint_scheme("172.20.0.1:9000"),
+            "http://172.20.0.1:9000"
+        );
         assert_eq!(ensure_endpoint_scheme("http://x"), "http://x");
     }
 

@@ -40,7 +40,9 @@ impl Node {
     /// YAML 1.1 null as Go's yaml.v2 resolves it: an empty plain scalar, `~`, `null`.
     pub(crate) fn is_null(&self) -> bool {
         match self {
-            Node::Scalar { text, plain, tag, .. } => {
+            Node::Scalar {
+                text, plain, tag, ..
+            } => {
                 if let Some(t) = tag {
                     return t.ends_with("null");
                 }
@@ -68,8 +70,17 @@ pub(crate) struct SyntaxError {
 }
 
 enum Frame {
-    Seq { items: Vec<Node>, line: usize, anchor: usize },
-    Map { entries: Vec<(Node, Node)>, pending_key: Option<Node>, line: usize, anchor: usize },
+    Seq {
+        items: Vec<Node>,
+        line: usize,
+        anchor: usize,
+    },
+    Map {
+        entries: Vec<(Node, Node)>,
+        pending_key: Option<Node>,
+        line: usize,
+        anchor: usize,
+    },
 }
 
 struct Builder {
@@ -88,8 +99,22 @@ impl Builder {
         }
         match self.stack.last_mut() {
             Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map { entries, pending_key, .. }) => match pending_key.take() {
-                Some(k) => entries.push((k, node)),
+            Some(Frame::Map {
+                entries,
+                pending_key,
+                ..
+            }) => match pending_key.take() {
+                Some(k) => {
+                    // An empty value (`key:` or `key: ${UNSET}`) is reported by the parser at
+                    // the next token, often the next line; it belongs on the key's line.
+                    let mut node = node;
+                    if let Node::Scalar { text, line, .. } = &mut node {
+                        if text.is_empty() {
+                            *line = k.line();
+                        }
+                    }
+                    entries.push((k, node))
+                }
                 None => *pending_key = Some(node),
             },
             None => {
@@ -135,9 +160,11 @@ impl MarkedEventReceiver for Builder {
                     })
                 }
             },
-            Event::SequenceStart(anchor, _) => {
-                self.stack.push(Frame::Seq { items: Vec::new(), line, anchor })
-            }
+            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
+                items: Vec::new(),
+                line,
+                anchor,
+            }),
             Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
                 entries: Vec::new(),
                 pending_key: None,
@@ -146,10 +173,17 @@ impl MarkedEventReceiver for Builder {
             }),
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, anchor) = match self.stack.pop() {
-                    Some(Frame::Seq { items, line, anchor }) => (Node::Seq { items, line }, anchor),
-                    Some(Frame::Map { entries, line, anchor, .. }) => {
-                        (Node::Map { entries, line }, anchor)
-                    }
+                    Some(Frame::Seq {
+                        items,
+                        line,
+                        anchor,
+                    }) => (Node::Seq { items, line }, anchor),
+                    Some(Frame::Map {
+                        entries,
+                        line,
+                        anchor,
+                        ..
+                    }) => (Node::Map { entries, line }, anchor),
                     None => return,
                 };
                 self.push_value(node, anchor);
@@ -171,7 +205,11 @@ pub(crate) fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, true) {
         let m = e.marker();
-        return Err(SyntaxError { line: m.line(), column: m.col() + 1, message: e.info().to_string() });
+        return Err(SyntaxError {
+            line: m.line(),
+            column: m.col() + 1,
+            message: e.info().to_string(),
+        });
     }
     if let Some(e) = builder.error {
         return Err(e);
@@ -186,13 +224,21 @@ mod tests {
     #[test]
     fn builds_tree_with_lines() {
         let n = parse("a: 1\nb:\n  - x\n  - y: 'q'\n").unwrap().unwrap();
-        let Node::Map { entries, .. } = n else { panic!() };
+        let Node::Map { entries, .. } = n else {
+            panic!()
+        };
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[1].1.line(), 3);
-        let Node::Seq { items, .. } = &entries[1].1 else { panic!() };
-        let Node::Map { entries: inner, .. } = &items[1] else { panic!() };
+        let Node::Seq { items, .. } = &entries[1].1 else {
+            panic!()
+        };
+        let Node::Map { entries: inner, .. } = &items[1] else {
+            panic!()
+        };
         match &inner[0].1 {
-            Node::Scalar { text, plain, line, .. } => {
+            Node::Scalar {
+                text, plain, line, ..
+            } => {
                 assert_eq!(text, "q");
                 assert!(!plain);
                 assert_eq!(*line, 4);
@@ -204,7 +250,9 @@ mod tests {
     #[test]
     fn aliases_are_copied() {
         let n = parse("a: &x {k: v}\nb: *x\n").unwrap().unwrap();
-        let Node::Map { entries, .. } = n else { panic!() };
+        let Node::Map { entries, .. } = n else {
+            panic!()
+        };
         assert!(matches!(&entries[1].1, Node::Map { entries, .. } if entries.len() == 1));
     }
 
@@ -221,7 +269,9 @@ mod tests {
     #[test]
     fn nulls() {
         let n = parse("a:\nb: ~\nc: ''\nd: null\n").unwrap().unwrap();
-        let Node::Map { entries, .. } = n else { panic!() };
+        let Node::Map { entries, .. } = n else {
+            panic!()
+        };
         assert!(entries[0].1.is_null());
         assert!(entries[1].1.is_null());
         assert!(!entries[2].1.is_null());

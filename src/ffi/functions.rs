@@ -29,7 +29,11 @@ pub fn register_everywhere(db: *mut sys::sqlite3) -> c_int {
     AUTO.call_once(|| {
         // SAFETY: auto_extension keeps the pointer; our library stays loaded for the life of the
         // process (the entry point returns SQLITE_OK_LOAD_PERMANENTLY).
-        rc = unsafe { (api().auto_extension)(Some(std::mem::transmute::<AutoInit, unsafe extern "C" fn()>(auto_init))) };
+        rc = unsafe {
+            (api().auto_extension)(Some(
+                std::mem::transmute::<AutoInit, unsafe extern "C" fn()>(auto_init),
+            ))
+        };
     });
     if rc != sys::SQLITE_OK {
         return rc;
@@ -42,7 +46,11 @@ pub fn register_everywhere(db: *mut sys::sqlite3) -> c_int {
     }
 }
 
-type AutoInit = unsafe extern "C" fn(*mut sys::sqlite3, *mut *mut c_char, *const sys::sqlite3_api_routines) -> c_int;
+type AutoInit = unsafe extern "C" fn(
+    *mut sys::sqlite3,
+    *mut *mut c_char,
+    *const sys::sqlite3_api_routines,
+) -> c_int;
 
 unsafe extern "C" fn auto_init(
     db: *mut sys::sqlite3,
@@ -59,7 +67,17 @@ fn register_on(db: *mut sys::sqlite3) -> c_int {
     for (name, n_arg, f) in FUNCTIONS {
         // SAFETY: db is a live connection handed to us by SQLite; name is a static C string.
         let rc = unsafe {
-            (api().create_function_v2)(db, name.as_ptr(), *n_arg, sys::SQLITE_UTF8, ptr::null_mut(), Some(*f), None, None, None)
+            (api().create_function_v2)(
+                db,
+                name.as_ptr(),
+                *n_arg,
+                sys::SQLITE_UTF8,
+                ptr::null_mut(),
+                Some(*f),
+                None,
+                None,
+                None,
+            )
         };
         if rc != sys::SQLITE_OK {
             return rc;
@@ -87,7 +105,17 @@ unsafe fn arg_i64(argc: c_int, argv: *mut *mut sys::sqlite3_value, i: c_int) -> 
 fn result_text(ctx: *mut sys::sqlite3_context, s: &str) {
     let c = CString::new(s.replace('\0', "")).unwrap_or_default();
     // SAFETY: SQLITE_TRANSIENT (-1) makes SQLite copy the bytes before we drop `c`.
-    unsafe { (api().result_text)(ctx, c.as_ptr(), -1, Some(std::mem::transmute::<isize, unsafe extern "C" fn(*mut c_void)>(-1))) };
+    unsafe {
+        (api().result_text)(
+            ctx,
+            c.as_ptr(),
+            -1,
+            Some(std::mem::transmute::<
+                isize,
+                unsafe extern "C" fn(*mut c_void),
+            >(-1)),
+        )
+    };
 }
 
 fn result_error(ctx: *mut sys::sqlite3_context, s: &str) {
@@ -106,7 +134,11 @@ fn db_path(ctx: *mut sys::sqlite3_context) -> Option<String> {
     }
 }
 
-unsafe extern "C" fn fn_default(ctx: *mut sys::sqlite3_context, argc: c_int, argv: *mut *mut sys::sqlite3_value) {
+unsafe extern "C" fn fn_default(
+    ctx: *mut sys::sqlite3_context,
+    argc: c_int,
+    argv: *mut *mut sys::sqlite3_value,
+) {
     guard((), || {
         // SAFETY: SQLite's callback contract.
         let on = unsafe { arg_i64(argc, argv, 0) }.unwrap_or(1) != 0;
@@ -115,20 +147,36 @@ unsafe extern "C" fn fn_default(ctx: *mut sys::sqlite3_context, argc: c_int, arg
             // SAFETY: ctx is live.
             unsafe { (api().result_int64)(ctx, on as i64) };
         } else {
-            result_error(ctx, &format!("walship_default: could not change the default VFS ({rc})"));
+            result_error(
+                ctx,
+                &format!("walship_default: could not change the default VFS ({rc})"),
+            );
         }
     })
 }
 
-unsafe extern "C" fn fn_status(ctx: *mut sys::sqlite3_context, _argc: c_int, _argv: *mut *mut sys::sqlite3_value) {
-    guard((), || result_text(ctx, &registry::status_json(db_path(ctx).as_deref())))
+unsafe extern "C" fn fn_status(
+    ctx: *mut sys::sqlite3_context,
+    _argc: c_int,
+    _argv: *mut *mut sys::sqlite3_value,
+) {
+    guard((), || {
+        result_text(ctx, &registry::status_json(db_path(ctx).as_deref()))
+    })
 }
 
-unsafe extern "C" fn fn_flush(ctx: *mut sys::sqlite3_context, argc: c_int, argv: *mut *mut sys::sqlite3_value) {
+unsafe extern "C" fn fn_flush(
+    ctx: *mut sys::sqlite3_context,
+    argc: c_int,
+    argv: *mut *mut sys::sqlite3_value,
+) {
     guard((), || {
         // SAFETY: SQLite's callback contract.
         let ms = unsafe { arg_i64(argc, argv, 0) }.unwrap_or(30_000).max(0) as u64;
-        match registry::flush(db_path(ctx).as_deref(), std::time::Duration::from_millis(ms)) {
+        match registry::flush(
+            db_path(ctx).as_deref(),
+            std::time::Duration::from_millis(ms),
+        ) {
             // SAFETY: ctx is live.
             Ok(txid) => unsafe { (api().result_int64)(ctx, txid as i64) },
             Err(e) => result_error(ctx, &format!("walship_flush: {e}")),

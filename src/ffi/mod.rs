@@ -53,7 +53,8 @@ pub(crate) struct Api {
 static API: OnceCell<Api> = OnceCell::new();
 
 pub(crate) fn api() -> &'static Api {
-    API.get().expect("walship: SQLite API used before sqlite3_walvfs_init")
+    API.get()
+        .expect("walship: SQLite API used before sqlite3_walvfs_init")
 }
 
 /// Oldest SQLite we accept: WAL, shm v2 and COMMIT_PHASETWO are all older than this.
@@ -148,7 +149,12 @@ pub unsafe extern "C" fn sqlite3_walvfs_init(
         let _ = API.set(api);
         if version < MIN_SQLITE {
             // SAFETY: pz_err is SQLite's out-pointer.
-            unsafe { set_err(pz_err, &format!("walship needs SQLite 3.22 or newer; this is {version}")) };
+            unsafe {
+                set_err(
+                    pz_err,
+                    &format!("walship needs SQLite 3.22 or newer; this is {version}"),
+                )
+            };
             return sys::SQLITE_ERROR;
         }
         crate::logging::init();

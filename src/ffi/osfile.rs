@@ -27,17 +27,30 @@ unsafe impl Send for OsFile {}
 impl OsFile {
     /// Opens `path` read-only; `wal` selects WAL-file open flags. `Ok(None)` if it does not exist.
     pub fn open(path: &str, wal: bool) -> io::Result<Option<OsFile>> {
-        let lower = vfs::lower().ok_or_else(|| io::Error::other("walship VFS is not registered"))?;
+        let lower =
+            vfs::lower().ok_or_else(|| io::Error::other("walship VFS is not registered"))?;
         let name = CString::new(path).map_err(|_| io::Error::other("path contains NUL"))?;
         // SAFETY: `lower` is the registered OS VFS, alive for the process.
         let sz = unsafe { (*lower).szOsFile } as usize;
         let mut mem = vec![0u64; sz.div_ceil(8) + 1];
         let file = mem.as_mut_ptr() as *mut sys::sqlite3_file;
-        let kind = if wal { sys::SQLITE_OPEN_WAL } else { sys::SQLITE_OPEN_MAIN_DB };
+        let kind = if wal {
+            sys::SQLITE_OPEN_WAL
+        } else {
+            sys::SQLITE_OPEN_MAIN_DB
+        };
         let mut out: c_int = 0;
         // SAFETY: `file` points to szOsFile zeroed, 8-aligned bytes that outlive the handle
         // (kept in `_mem`); the name outlives it too (kept in `_name`), as xOpen requires.
-        let rc = unsafe { (*lower).xOpen.unwrap()(lower, name.as_ptr(), file, kind | sys::SQLITE_OPEN_READONLY, &mut out) };
+        let rc = unsafe {
+            (*lower).xOpen.unwrap()(
+                lower,
+                name.as_ptr(),
+                file,
+                kind | sys::SQLITE_OPEN_READONLY,
+                &mut out,
+            )
+        };
         if rc != sys::SQLITE_OK {
             // SAFETY: on failure pMethods may still be set; close only then, as SQLite does.
             unsafe {
@@ -46,11 +59,18 @@ impl OsFile {
                 }
             }
             if std::path::Path::new(path).exists() {
-                return Err(io::Error::other(format!("cannot open {path} read-only (SQLite error {rc})")));
+                return Err(io::Error::other(format!(
+                    "cannot open {path} read-only (SQLite error {rc})"
+                )));
             }
             return Ok(None);
         }
-        Ok(Some(OsFile { vfs: lower, file, _mem: mem, _name: name }))
+        Ok(Some(OsFile {
+            vfs: lower,
+            file,
+            _mem: mem,
+            _name: name,
+        }))
     }
 
     pub fn size(&self) -> io::Result<u64> {
@@ -58,7 +78,9 @@ impl OsFile {
         // SAFETY: the file is open; xFileSize writes one i64.
         let rc = unsafe { (*(*self.file).pMethods).xFileSize.unwrap()(self.file, &mut n) };
         if rc != sys::SQLITE_OK {
-            return Err(io::Error::other(format!("file size failed (SQLite error {rc})")));
+            return Err(io::Error::other(format!(
+                "file size failed (SQLite error {rc})"
+            )));
         }
         Ok(n as u64)
     }
@@ -67,12 +89,19 @@ impl OsFile {
     pub fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<bool> {
         // SAFETY: buf is writable for its length; the file is open.
         let rc = unsafe {
-            (*(*self.file).pMethods).xRead.unwrap()(self.file, buf.as_mut_ptr() as _, buf.len() as c_int, off as i64)
+            (*(*self.file).pMethods).xRead.unwrap()(
+                self.file,
+                buf.as_mut_ptr() as _,
+                buf.len() as c_int,
+                off as i64,
+            )
         };
         match rc {
             sys::SQLITE_OK => Ok(true),
             sys::SQLITE_IOERR_SHORT_READ => Ok(false),
-            _ => Err(io::Error::other(format!("read at {off} failed (SQLite error {rc})"))),
+            _ => Err(io::Error::other(format!(
+                "read at {off} failed (SQLite error {rc})"
+            ))),
         }
     }
 }

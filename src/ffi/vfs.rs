@@ -86,7 +86,9 @@ pub fn register() -> Result<(), String> {
             xGetSystemCall: l.xGetSystemCall,
             xNextSystemCall: l.xNextSystemCall,
         };
-        let default = std::env::var("WALSHIP_DEFAULT").map(|v| v == "1").unwrap_or(false);
+        let default = std::env::var("WALSHIP_DEFAULT")
+            .map(|v| v == "1")
+            .unwrap_or(false);
         // SAFETY: VFS is written once, here, inside call_once, before any pointer to it exists;
         // afterwards it is only read by SQLite through the pointer we register.
         let rc = unsafe {
@@ -106,8 +108,14 @@ pub fn set_default(on: bool) -> c_int {
     // SAFETY: VFS was initialised by register() (the extension entry ran first); registering
     // an already-registered VFS only moves it in SQLite's list.
     unsafe {
-        let Some(v) = (*ptr::addr_of_mut!(VFS)).as_mut() else { return sys::SQLITE_MISUSE };
-        let target = if on { v as *mut _ } else { v.pAppData as *mut sys::sqlite3_vfs };
+        let Some(v) = (*ptr::addr_of_mut!(VFS)).as_mut() else {
+            return sys::SQLITE_MISUSE;
+        };
+        let target = if on {
+            v as *mut _
+        } else {
+            v.pAppData as *mut sys::sqlite3_vfs
+        };
         (api().vfs_register)(target, 1)
     }
 }
@@ -160,7 +168,9 @@ unsafe extern "C" fn x_open(
             Role::Wal => registry::lookup_wal(path),
         };
         let s = ShimFile {
-            base: sys::sqlite3_file { pMethods: &IO_METHODS },
+            base: sys::sqlite3_file {
+                pMethods: &IO_METHODS,
+            },
             lower: lower_file,
             role,
             db: db.map(Arc::into_raw).unwrap_or(ptr::null()),
@@ -184,7 +194,11 @@ unsafe extern "C" fn x_open(
     })
 }
 
-unsafe extern "C" fn x_delete(vfs: *mut sys::sqlite3_vfs, name: *const c_char, sync: c_int) -> c_int {
+unsafe extern "C" fn x_delete(
+    vfs: *mut sys::sqlite3_vfs,
+    name: *const c_char,
+    sync: c_int,
+) -> c_int {
     guard(sys::SQLITE_IOERR_DELETE, || {
         let lower = lower_vfs(vfs);
         // SAFETY: forwarding to the lower VFS.
@@ -285,6 +299,12 @@ unsafe extern "C" fn f_close(f: *mut sys::sqlite3_file) -> c_int {
         // SAFETY: f is a ShimFile; after this call SQLite frees the memory, so we take the Arc
         // out exactly once and never touch `s` again after the lower close.
         let s = unsafe { shim(f) };
+        if !s.shm0.is_null() {
+            if let Some(db) = db_of(s) {
+                db.shm_detach(|| ());
+            }
+            s.shm0 = ptr::null_mut();
+        }
         let rc = lower_call!(s, xClose, sys::SQLITE_OK);
         let db = std::mem::replace(&mut s.db, ptr::null());
         if !db.is_null() {
@@ -298,7 +318,12 @@ unsafe extern "C" fn f_close(f: *mut sys::sqlite3_file) -> c_int {
     })
 }
 
-unsafe extern "C" fn f_write(f: *mut sys::sqlite3_file, buf: *const c_void, n: c_int, off: i64) -> c_int {
+unsafe extern "C" fn f_write(
+    f: *mut sys::sqlite3_file,
+    buf: *const c_void,
+    n: c_int,
+    off: i64,
+) -> c_int {
     guard(sys::SQLITE_IOERR_WRITE, || {
         // SAFETY: f is a ShimFile.
         let s = unsafe { shim(f) };
@@ -328,7 +353,11 @@ unsafe extern "C" fn f_truncate(f: *mut sys::sqlite3_file, size: i64) -> c_int {
     })
 }
 
-unsafe extern "C" fn f_file_control(f: *mut sys::sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
+unsafe extern "C" fn f_file_control(
+    f: *mut sys::sqlite3_file,
+    op: c_int,
+    arg: *mut c_void,
+) -> c_int {
     guard(sys::SQLITE_IOERR, || {
         // SAFETY: f is a ShimFile.
         let s = unsafe { shim(f) };
@@ -354,8 +383,16 @@ unsafe extern "C" fn f_shm_map(
         let s = unsafe { shim(f) };
         let rc = lower_call!(s, xShmMap, sys::SQLITE_IOERR_SHMMAP, pg, pgsz, extend, pp);
         // SAFETY: pp is SQLite's out-pointer, filled by the lower call on success.
-        if rc == sys::SQLITE_OK && pg == 0 && !pp.is_null() && !unsafe { *pp }.is_null() {
-            s.shm0 = unsafe { *pp };
+        let region = if rc == sys::SQLITE_OK && pg == 0 && !pp.is_null() {
+            unsafe { *pp }
+        } else {
+            ptr::null_mut()
+        };
+        if !region.is_null() && s.shm0.is_null() {
+            s.shm0 = region;
+            if let Some(db) = db_of(s) {
+                db.shm_attach(region as usize);
+            }
         }
         rc
     })
@@ -365,15 +402,25 @@ unsafe extern "C" fn f_shm_unmap(f: *mut sys::sqlite3_file, delete: c_int) -> c_
     guard(sys::SQLITE_IOERR_SHMMAP, || {
         // SAFETY: f is a ShimFile.
         let s = unsafe { shim(f) };
-        s.shm0 = ptr::null_mut();
-        lower_call!(s, xShmUnmap, sys::SQLITE_OK, delete)
+        let mapped = std::mem::replace(&mut s.shm0, ptr::null_mut());
+        match db_of(s) {
+            Some(db) if !mapped.is_null() => {
+                db.shm_detach(|| lower_call!(s, xShmUnmap, sys::SQLITE_OK, delete))
+            }
+            _ => lower_call!(s, xShmUnmap, sys::SQLITE_OK, delete),
+        }
     })
 }
 
 const LOCK_EXCL: c_int = sys::SQLITE_SHM_LOCK | sys::SQLITE_SHM_EXCLUSIVE;
 const UNLOCK_EXCL: c_int = sys::SQLITE_SHM_UNLOCK | sys::SQLITE_SHM_EXCLUSIVE;
 
-unsafe extern "C" fn f_shm_lock(f: *mut sys::sqlite3_file, ofst: c_int, n: c_int, flags: c_int) -> c_int {
+unsafe extern "C" fn f_shm_lock(
+    f: *mut sys::sqlite3_file,
+    ofst: c_int,
+    n: c_int,
+    flags: c_int,
+) -> c_int {
     guard(sys::SQLITE_IOERR_SHMLOCK, || {
         // SAFETY: f is a ShimFile.
         let s = unsafe { shim(f) };
@@ -398,7 +445,15 @@ unsafe extern "C" fn f_shm_lock(f: *mut sys::sqlite3_file, ofst: c_int, n: c_int
 /// Reads the wal-index header from mapped region 0 (two copies; SQLite writes the second, then
 /// the first, so equal copies mean a complete header).
 fn read_shm(s: &ShimFile) -> Option<ShmHeader> {
-    if s.shm0.is_null() {
+    read_shm_at(s.shm0 as usize)
+}
+
+/// Reads the wal-index header at address `addr` (region 0 of a live mapping; 0 means none).
+/// Callers guarantee the mapping outlives the call: a handle's own `shm0`, or the registry's
+/// copy read under the lock that `xShmUnmap` takes.
+pub fn read_shm_at(addr: usize) -> Option<ShmHeader> {
+    let shm0 = addr as *const u8;
+    if shm0.is_null() {
         return None;
     }
     let mut a = [0u8; 48];
@@ -408,9 +463,9 @@ fn read_shm(s: &ShimFile) -> Option<ShmHeader> {
         // shm0 on this handle; the header is plain bytes, so racy reads are only ever torn, and
         // torn reads are rejected by the copy comparison.
         unsafe {
-            ptr::copy_nonoverlapping(s.shm0 as *const u8, a.as_mut_ptr(), 48);
+            ptr::copy_nonoverlapping(shm0, a.as_mut_ptr(), 48);
             std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-            ptr::copy_nonoverlapping((s.shm0 as *const u8).add(48), b.as_mut_ptr(), 48);
+            ptr::copy_nonoverlapping(shm0.add(48), b.as_mut_ptr(), 48);
         }
         if a == b {
             return Some(ShmHeader::parse(&a));
@@ -422,5 +477,9 @@ fn read_shm(s: &ShimFile) -> Option<ShmHeader> {
 /// The OS VFS under the shim, once registered.
 pub fn lower() -> Option<*mut sys::sqlite3_vfs> {
     // SAFETY: read-only access to the VFS struct written once in register().
-    unsafe { (*ptr::addr_of!(VFS)).as_ref().map(|v| v.pAppData as *mut sys::sqlite3_vfs) }
+    unsafe {
+        (*ptr::addr_of!(VFS))
+            .as_ref()
+            .map(|v| v.pAppData as *mut sys::sqlite3_vfs)
+    }
 }

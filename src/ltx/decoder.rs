@@ -20,14 +20,24 @@ impl<R: Read> Src<R> {
         Src { r, pos: 0 }
     }
 
-    pub(super) fn read_exact(&mut self, buf: &mut [u8], section: &'static str) -> Result<(), LtxError> {
+    pub(super) fn read_exact(
+        &mut self,
+        buf: &mut [u8],
+        section: &'static str,
+    ) -> Result<(), LtxError> {
         match self.r.read_exact(buf) {
             Ok(()) => {
                 self.pos += buf.len() as u64;
                 Ok(())
             }
-            Err(e) if e.kind() == ErrorKind::UnexpectedEof => Err(LtxError::Truncated { section, offset: self.pos }),
-            Err(source) => Err(LtxError::Io { context: "reading an LTX file", source }),
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => Err(LtxError::Truncated {
+                section,
+                offset: self.pos,
+            }),
+            Err(source) => Err(LtxError::Io {
+                context: "reading an LTX file",
+                source,
+            }),
         }
     }
 
@@ -38,7 +48,12 @@ impl<R: Read> Src<R> {
             match self.r.read(&mut one) {
                 Ok(n) => return Ok(n == 0),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(source) => return Err(LtxError::Io { context: "reading past the trailer", source }),
+                Err(source) => {
+                    return Err(LtxError::Io {
+                        context: "reading past the trailer",
+                        source,
+                    })
+                }
             }
         }
     }
@@ -92,7 +107,8 @@ impl<R: Read> Decoder<R> {
             prev_pgno: 0,
             frames: Vec::new(),
             compressed: Vec::new(),
-            snapshot_checksum: (header.is_snapshot() && !header.no_checksum()).then(DbChecksum::new),
+            snapshot_checksum: (header.is_snapshot() && !header.no_checksum())
+                .then(DbChecksum::new),
             header,
         })
     }
@@ -130,7 +146,11 @@ impl<R: Read> Decoder<R> {
     fn read_page(&mut self, buf: &mut [u8]) -> Result<Option<u32>, LtxError> {
         let page_size = self.header.page_size;
         if buf.len() != page_size as usize {
-            return Err(LtxError::PageSize { pgno: 0, len: buf.len(), expected: page_size });
+            return Err(LtxError::PageSize {
+                pgno: 0,
+                len: buf.len(),
+                expected: page_size,
+            });
         }
         let offset = self.src.pos;
         let mut ph = [0u8; PAGE_HEADER_SIZE];
@@ -161,12 +181,18 @@ impl<R: Read> Decoder<R> {
             }
             self.compressed.resize(size as usize, 0);
             self.src.read_exact(&mut self.compressed, "page data")?;
-            let n = lz4_flex::block::decompress_into(&self.compressed, buf)
-                .map_err(|e| LtxError::Decompress { pgno, detail: e.to_string() })?;
+            let n = lz4_flex::block::decompress_into(&self.compressed, buf).map_err(|e| {
+                LtxError::Decompress {
+                    pgno,
+                    detail: e.to_string(),
+                }
+            })?;
             if n != buf.len() {
                 return Err(LtxError::Decompress {
                     pgno,
-                    detail: format!("decompressed to {n} bytes, expected the page size {page_size}"),
+                    detail: format!(
+                        "decompressed to {n} bytes, expected the page size {page_size}"
+                    ),
                 });
             }
         } else {
@@ -190,7 +216,10 @@ impl<R: Read> Decoder<R> {
         while self.next_page(&mut page)?.is_some() {}
         let h = &self.header;
         if h.is_snapshot() && self.prev_pgno != snapshot_last_pgno(h) {
-            return Err(LtxError::SnapshotIncomplete { last: self.prev_pgno, commit: h.commit });
+            return Err(LtxError::SnapshotIncomplete {
+                last: self.prev_pgno,
+                commit: h.commit,
+            });
         }
 
         let index_start = self.src.pos;
@@ -198,7 +227,10 @@ impl<R: Read> Decoder<R> {
             let got_pgno = read_uvarint(&mut self.src, &mut self.hash)?;
             if got_pgno == 0 {
                 return Err(LtxError::Index {
-                    detail: format!("index ends after {i} entries, page block has {} frames", self.frames.len()),
+                    detail: format!(
+                        "index ends after {i} entries, page block has {} frames",
+                        self.frames.len()
+                    ),
                 });
             }
             let got_offset = read_uvarint(&mut self.src, &mut self.hash)?;
@@ -215,7 +247,10 @@ impl<R: Read> Decoder<R> {
         let end = read_uvarint(&mut self.src, &mut self.hash)?;
         if end != 0 {
             return Err(LtxError::Index {
-                detail: format!("entry for page {end} beyond the {} frames of the page block", self.frames.len()),
+                detail: format!(
+                    "entry for page {end} beyond the {} frames of the page block",
+                    self.frames.len()
+                ),
             });
         }
         let index_len = self.src.pos - index_start;
@@ -224,7 +259,9 @@ impl<R: Read> Decoder<R> {
         self.hash.update(&b8);
         let stated = u64::from_be_bytes(b8);
         if stated != index_len {
-            return Err(LtxError::Index { detail: format!("length field says {stated} bytes, entries take {index_len}") });
+            return Err(LtxError::Index {
+                detail: format!("length field says {stated} bytes, entries take {index_len}"),
+            });
         }
 
         let mut tb = [0u8; TRAILER_SIZE];
@@ -237,7 +274,10 @@ impl<R: Read> Decoder<R> {
         }
         let computed = CHECKSUM_FLAG | self.hash.finalize();
         if computed != trailer.file_checksum {
-            return Err(LtxError::FileChecksumMismatch { stored: trailer.file_checksum, computed });
+            return Err(LtxError::FileChecksumMismatch {
+                stored: trailer.file_checksum,
+                computed,
+            });
         }
         trailer.validate(&self.header)?;
         if let Some(c) = self.snapshot_checksum {
@@ -269,7 +309,9 @@ pub(super) fn read_uvarint<R: Read>(src: &mut Src<R>, hash: &mut Hasher) -> Resu
             return Ok(v);
         }
     }
-    Err(LtxError::Index { detail: "varint overflows 64 bits".into() })
+    Err(LtxError::Index {
+        detail: "varint overflows 64 bits".into(),
+    })
 }
 
 /// A whole LTX file, decoded and verified.
@@ -290,5 +332,9 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, LtxError> {
     }
     let header = dec.header.clone();
     let trailer = dec.finish()?;
-    Ok(Decoded { header, pages, trailer })
+    Ok(Decoded {
+        header,
+        pages,
+        trailer,
+    })
 }

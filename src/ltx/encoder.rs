@@ -4,8 +4,8 @@ use std::io::Write;
 
 use super::checksum::{hasher, DbChecksum, Hasher};
 use super::{
-    check_page_order, snapshot_last_pgno, Header, LtxError, Trailer, CHECKSUM_FLAG,
-    PAGE_FLAG_SIZE, PAGE_HEADER_SIZE, PAGE_SIZE_PREFIX,
+    check_page_order, snapshot_last_pgno, Header, LtxError, Trailer, CHECKSUM_FLAG, PAGE_FLAG_SIZE,
+    PAGE_HEADER_SIZE, PAGE_SIZE_PREFIX,
 };
 
 /// Writes one LTX file to `W`, page by page, in the current frame format
@@ -44,8 +44,12 @@ impl<W: Write> Encoder<W> {
             written: 0,
             prev_pgno: 0,
             index: Vec::new(),
-            compressed: vec![0; lz4_flex::block::get_maximum_output_size(header.page_size as usize)],
-            snapshot_checksum: (header.is_snapshot() && !header.no_checksum()).then(DbChecksum::new),
+            compressed: vec![
+                0;
+                lz4_flex::block::get_maximum_output_size(header.page_size as usize)
+            ],
+            snapshot_checksum: (header.is_snapshot() && !header.no_checksum())
+                .then(DbChecksum::new),
             poisoned: false,
         };
         let bytes = header.encode();
@@ -68,15 +72,25 @@ impl<W: Write> Encoder<W> {
             return Err(LtxError::Poisoned);
         }
         if pgno == 0 {
-            return Err(LtxError::ZeroPgno { flags: PAGE_FLAG_SIZE });
+            return Err(LtxError::ZeroPgno {
+                flags: PAGE_FLAG_SIZE,
+            });
         }
         if data.len() != self.header.page_size as usize {
-            return Err(LtxError::PageSize { pgno, len: data.len(), expected: self.header.page_size });
+            return Err(LtxError::PageSize {
+                pgno,
+                len: data.len(),
+                expected: self.header.page_size,
+            });
         }
         check_page_order(&self.header, self.prev_pgno, pgno)?;
 
-        let n = lz4_flex::block::compress_into(data, &mut self.compressed)
-            .map_err(|e| LtxError::Compress { pgno, detail: e.to_string() })?;
+        let n = lz4_flex::block::compress_into(data, &mut self.compressed).map_err(|e| {
+            LtxError::Compress {
+                pgno,
+                detail: e.to_string(),
+            }
+        })?;
 
         let mut head = [0u8; PAGE_HEADER_SIZE + PAGE_SIZE_PREFIX];
         head[0..4].copy_from_slice(&pgno.to_be_bytes());
@@ -88,10 +102,18 @@ impl<W: Write> Encoder<W> {
         self.hash.update(&head);
         self.hash.update(data);
         self.put(&head, "writing a page header")?;
-        let Encoder { w, compressed, poisoned, .. } = self;
+        let Encoder {
+            w,
+            compressed,
+            poisoned,
+            ..
+        } = self;
         if let Err(source) = w.write_all(&compressed[..n]) {
             *poisoned = true;
-            return Err(LtxError::Io { context: "writing page data", source });
+            return Err(LtxError::Io {
+                context: "writing page data",
+                source,
+            });
         }
         self.written += n as u64;
 
@@ -117,20 +139,31 @@ impl<W: Write> Encoder<W> {
         }
         let h = &self.header;
         if h.is_snapshot() && self.prev_pgno != snapshot_last_pgno(h) {
-            return Err(LtxError::SnapshotIncomplete { last: self.prev_pgno, commit: h.commit });
+            return Err(LtxError::SnapshotIncomplete {
+                last: self.prev_pgno,
+                commit: h.commit,
+            });
         }
         // The file checksum is unknown yet; a flagged placeholder checks the rest.
-        Trailer { post_apply_checksum, file_checksum: CHECKSUM_FLAG }.validate(h)?;
+        Trailer {
+            post_apply_checksum,
+            file_checksum: CHECKSUM_FLAG,
+        }
+        .validate(h)?;
         if h.commit == 0 && post_apply_checksum != CHECKSUM_FLAG {
             return Err(LtxError::InvalidTrailer {
                 field: "post_apply_checksum",
                 value: post_apply_checksum,
-                expected: "exactly bit 63 with checksums tracked: ltx cannot write commit 0 otherwise",
+                expected:
+                    "exactly bit 63 with checksums tracked: ltx cannot write commit 0 otherwise",
             });
         }
         if let Some(c) = self.snapshot_checksum {
             if c.value() != post_apply_checksum {
-                return Err(LtxError::PostApplyChecksumMismatch { stored: post_apply_checksum, computed: c.value() });
+                return Err(LtxError::PostApplyChecksumMismatch {
+                    stored: post_apply_checksum,
+                    computed: c.value(),
+                });
             }
         }
 
@@ -149,10 +182,16 @@ impl<W: Write> Encoder<W> {
         self.put(&tail, "writing the page index")?;
 
         let Encoder { mut w, hash, .. } = self;
-        let trailer = Trailer { post_apply_checksum, file_checksum: CHECKSUM_FLAG | hash.finalize() };
+        let trailer = Trailer {
+            post_apply_checksum,
+            file_checksum: CHECKSUM_FLAG | hash.finalize(),
+        };
         w.write_all(&trailer.file_checksum.to_be_bytes())
             .and_then(|_| w.flush())
-            .map_err(|source| LtxError::Io { context: "writing the trailer", source })?;
+            .map_err(|source| LtxError::Io {
+                context: "writing the trailer",
+                source,
+            })?;
         Ok((w, trailer))
     }
 

@@ -180,22 +180,40 @@ pub enum LtxError {
     #[error("not an LTX file: magic is {found:02x?}, expected \"LTX1\"")]
     BadMagic { found: [u8; 4] },
     #[error("invalid LTX header: {field} is {value}, expected {expected}")]
-    InvalidHeader { field: &'static str, value: String, expected: &'static str },
+    InvalidHeader {
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     #[error("invalid LTX trailer: {field} is {value:#018x}, expected {expected}")]
-    InvalidTrailer { field: &'static str, value: u64, expected: &'static str },
+    InvalidTrailer {
+        field: &'static str,
+        value: u64,
+        expected: &'static str,
+    },
     #[error("page number 0 with page flags {flags:#06x}: page numbers start at 1")]
     ZeroPgno { flags: u16 },
     #[error("page {pgno}: page flags {flags:#06x} has undefined bits (only 0x0001 is defined)")]
     PageFlags { pgno: u32, flags: u16 },
     #[error("page {pgno}: buffer is {len} bytes, expected the page size {expected}")]
-    PageSize { pgno: u32, len: usize, expected: u32 },
+    PageSize {
+        pgno: u32,
+        len: usize,
+        expected: u32,
+    },
     #[error("page {pgno} is beyond the commit size of {commit} pages")]
     PageBeyondCommit { pgno: u32, commit: u32 },
     #[error("page {pgno} is SQLite's lock page for page size {page_size}; it is never stored")]
     LockPage { pgno: u32, page_size: u32 },
     #[error("page {pgno} after page {prev}: expected {expected}")]
-    PageOrder { prev: u32, pgno: u32, expected: String },
-    #[error("snapshot ends after page {last} but commit is {commit} pages: snapshots hold every page")]
+    PageOrder {
+        prev: u32,
+        pgno: u32,
+        expected: String,
+    },
+    #[error(
+        "snapshot ends after page {last} but commit is {commit} pages: snapshots hold every page"
+    )]
     SnapshotIncomplete { last: u32, commit: u32 },
     #[error("page {pgno}: compressed size {size} is outside 1..={max}")]
     CompressedSize { pgno: u32, size: u32, max: u32 },
@@ -217,7 +235,11 @@ pub enum LtxError {
 
 impl LtxError {
     fn header(field: &'static str, value: impl std::fmt::Display, expected: &'static str) -> Self {
-        LtxError::InvalidHeader { field, value: value.to_string(), expected }
+        LtxError::InvalidHeader {
+            field,
+            value: value.to_string(),
+            expected,
+        }
     }
 }
 
@@ -278,7 +300,10 @@ impl Header {
     /// [`Decoder`] does).
     pub fn decode(b: &[u8]) -> Result<Header, LtxError> {
         if b.len() < HEADER_SIZE {
-            return Err(LtxError::Truncated { section: "header", offset: b.len() as u64 });
+            return Err(LtxError::Truncated {
+                section: "header",
+                offset: b.len() as u64,
+            });
         }
         let found: [u8; 4] = b[0..4].try_into().unwrap_or_default();
         if found != MAGIC {
@@ -309,40 +334,76 @@ impl Header {
     /// The same rules ltx v0.5.2 applies before writing or after reading a header.
     pub fn validate(&self) -> Result<(), LtxError> {
         if self.flags & !HEADER_FLAG_MASK != 0 {
-            return Err(LtxError::header("flags", format!("{:#010x}", self.flags), "only bit 0x00000002 (no-checksum)"));
+            return Err(LtxError::header(
+                "flags",
+                format!("{:#010x}", self.flags),
+                "only bit 0x00000002 (no-checksum)",
+            ));
         }
         if !is_valid_page_size(self.page_size) {
-            return Err(LtxError::header("page_size", self.page_size, "a power of two from 512 to 65536"));
+            return Err(LtxError::header(
+                "page_size",
+                self.page_size,
+                "a power of two from 512 to 65536",
+            ));
         }
         if self.min_txid == 0 {
             return Err(LtxError::header("min_txid", 0, "at least 1"));
         }
         if self.max_txid < self.min_txid {
-            return Err(LtxError::header("max_txid", self.max_txid, "at least min_txid"));
+            return Err(LtxError::header(
+                "max_txid",
+                self.max_txid,
+                "at least min_txid",
+            ));
         }
         if self.wal_offset < 0 {
-            return Err(LtxError::header("wal_offset", self.wal_offset, "non-negative"));
+            return Err(LtxError::header(
+                "wal_offset",
+                self.wal_offset,
+                "non-negative",
+            ));
         }
         if self.wal_size < 0 {
             return Err(LtxError::header("wal_size", self.wal_size, "non-negative"));
         }
         if (self.wal_salt1 != 0 || self.wal_salt2 != 0) && self.wal_offset == 0 {
-            return Err(LtxError::header("wal_offset", 0, "non-zero when a WAL salt is set"));
+            return Err(LtxError::header(
+                "wal_offset",
+                0,
+                "non-zero when a WAL salt is set",
+            ));
         }
         if self.wal_offset == 0 && self.wal_size != 0 {
-            return Err(LtxError::header("wal_offset", 0, "non-zero when wal_size is set"));
+            return Err(LtxError::header(
+                "wal_offset",
+                0,
+                "non-zero when wal_size is set",
+            ));
         }
         let pre = self.pre_apply_checksum;
         if self.is_snapshot() {
             if pre != 0 {
-                return Err(LtxError::header("pre_apply_checksum", format!("{pre:#018x}"), "0 on a snapshot (min_txid 1)"));
+                return Err(LtxError::header(
+                    "pre_apply_checksum",
+                    format!("{pre:#018x}"),
+                    "0 on a snapshot (min_txid 1)",
+                ));
             }
         } else if self.no_checksum() {
             if pre != 0 {
-                return Err(LtxError::header("pre_apply_checksum", format!("{pre:#018x}"), "0 when the no-checksum flag is set"));
+                return Err(LtxError::header(
+                    "pre_apply_checksum",
+                    format!("{pre:#018x}"),
+                    "0 when the no-checksum flag is set",
+                ));
             }
         } else if pre & CHECKSUM_FLAG == 0 {
-            return Err(LtxError::header("pre_apply_checksum", format!("{pre:#018x}"), "bit 63 set on a non-snapshot that tracks checksums"));
+            return Err(LtxError::header(
+                "pre_apply_checksum",
+                format!("{pre:#018x}"),
+                "bit 63 set on a non-snapshot that tracks checksums",
+            ));
         }
         Ok(())
     }
@@ -365,19 +426,31 @@ impl Trailer {
 
     pub fn decode(b: &[u8]) -> Result<Trailer, LtxError> {
         if b.len() < TRAILER_SIZE {
-            return Err(LtxError::Truncated { section: "trailer", offset: b.len() as u64 });
+            return Err(LtxError::Truncated {
+                section: "trailer",
+                offset: b.len() as u64,
+            });
         }
         let mut x = [0u8; 8];
         x.copy_from_slice(&b[..8]);
         let post = u64::from_be_bytes(x);
         x.copy_from_slice(&b[8..16]);
-        Ok(Trailer { post_apply_checksum: post, file_checksum: u64::from_be_bytes(x) })
+        Ok(Trailer {
+            post_apply_checksum: post,
+            file_checksum: u64::from_be_bytes(x),
+        })
     }
 
     /// Format rules for a trailer belonging to `header` (does not recompute anything).
     pub fn validate(&self, header: &Header) -> Result<(), LtxError> {
         let post = self.post_apply_checksum;
-        let bad = |expected| Err(LtxError::InvalidTrailer { field: "post_apply_checksum", value: post, expected });
+        let bad = |expected| {
+            Err(LtxError::InvalidTrailer {
+                field: "post_apply_checksum",
+                value: post,
+                expected,
+            })
+        };
         if header.no_checksum() {
             if post != 0 {
                 return bad("0 when the no-checksum flag is set");
@@ -402,11 +475,17 @@ impl Trailer {
 /// Shared by the encoder and the decoder so both enforce the same order.
 fn check_page_order(header: &Header, prev: u32, pgno: u32) -> Result<(), LtxError> {
     if pgno > header.commit {
-        return Err(LtxError::PageBeyondCommit { pgno, commit: header.commit });
+        return Err(LtxError::PageBeyondCommit {
+            pgno,
+            commit: header.commit,
+        });
     }
     let lock = header.lock_pgno();
     if pgno == lock {
-        return Err(LtxError::LockPage { pgno, page_size: header.page_size });
+        return Err(LtxError::LockPage {
+            pgno,
+            page_size: header.page_size,
+        });
     }
     if header.is_snapshot() {
         let want = if prev + 1 == lock { prev + 2 } else { prev + 1 };
@@ -418,7 +497,11 @@ fn check_page_order(header: &Header, prev: u32, pgno: u32) -> Result<(), LtxErro
             });
         }
     } else if pgno <= prev {
-        return Err(LtxError::PageOrder { prev, pgno, expected: "a strictly larger page number".into() });
+        return Err(LtxError::PageOrder {
+            prev,
+            pgno,
+            expected: "a strictly larger page number".into(),
+        });
     }
     Ok(())
 }

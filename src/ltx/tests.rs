@@ -118,10 +118,16 @@ fn header_bytes_are_where_the_table_says() {
     assert_eq!(b[15], 7);
     assert_eq!(&b[22..24], &[1, 2]);
     assert_eq!(&b[30..32], &[3, 4]);
-    assert_eq!(&b[32..40], &[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFE]);
+    assert_eq!(
+        &b[32..40],
+        &[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFE]
+    );
     assert_eq!(b[40], 0x80);
     assert_eq!(b[55], 32);
-    assert_eq!(&b[64..72], &[0xAA, 0xBB, 0xCC, 0xDD, 0x11, 0x22, 0x33, 0x44]);
+    assert_eq!(
+        &b[64..72],
+        &[0xAA, 0xBB, 0xCC, 0xDD, 0x11, 0x22, 0x33, 0x44]
+    );
     assert_eq!(b[79], 9);
     assert!(b[80..].iter().all(|&x| x == 0));
     assert_eq!(Header::decode(&b).unwrap(), h);
@@ -139,7 +145,10 @@ fn round_trips_at_every_page_size() {
         assert_eq!(d.pages, pages);
         assert_eq!(d.trailer.post_apply_checksum, 0);
         assert_ne!(d.trailer.file_checksum & CHECKSUM_FLAG, 0);
-        assert_eq!(&bytes[bytes.len() - 8..], &d.trailer.file_checksum.to_be_bytes());
+        assert_eq!(
+            &bytes[bytes.len() - 8..],
+            &d.trailer.file_checksum.to_be_bytes()
+        );
     }
 }
 
@@ -179,7 +188,10 @@ fn streaming_decoder_fills_caller_buffer_and_finish_drains() {
     let mut buf = vec![0u8; 512];
     assert_eq!(dec.next_page(&mut buf).unwrap(), Some(1));
     assert_eq!(buf, pages[0].1);
-    assert!(matches!(dec.next_page(&mut [0u8; 100]), Err(LtxError::PageSize { len: 100, .. })));
+    assert!(matches!(
+        dec.next_page(&mut [0u8; 100]),
+        Err(LtxError::PageSize { len: 100, .. })
+    ));
     // After an error the decoder refuses to continue.
     assert!(matches!(dec.next_page(&mut buf), Err(LtxError::Poisoned)));
 
@@ -203,22 +215,122 @@ fn header_validation_errors() {
     let ok = header(4096, 1, 2, 3);
     ok.validate().unwrap();
     let cases: Vec<(&str, Header)> = vec![
-        ("flags", Header { flags: 1, ..ok.clone() }),
-        ("flags", Header { flags: 0x8000_0002, ..ok.clone() }),
-        ("page_size", Header { page_size: 0, ..ok.clone() }),
-        ("page_size", Header { page_size: 256, ..ok.clone() }),
-        ("page_size", Header { page_size: 3000, ..ok.clone() }),
-        ("page_size", Header { page_size: 131072, ..ok.clone() }),
-        ("min_txid", Header { min_txid: 0, ..ok.clone() }),
-        ("max_txid", Header { max_txid: 1, ..ok.clone() }),
-        ("wal_offset", Header { wal_offset: -1, ..ok.clone() }),
-        ("wal_size", Header { wal_offset: 32, wal_size: -1, ..ok.clone() }),
-        ("wal_offset", Header { wal_salt2: 5, ..ok.clone() }),
-        ("wal_offset", Header { wal_size: 10, ..ok.clone() }),
-        ("pre_apply_checksum", Header { min_txid: 1, pre_apply_checksum: CHECKSUM_FLAG, ..ok.clone() }),
-        ("pre_apply_checksum", Header { pre_apply_checksum: CHECKSUM_FLAG | 1, ..ok.clone() }),
-        ("pre_apply_checksum", Header { flags: 0, pre_apply_checksum: 0, ..ok.clone() }),
-        ("pre_apply_checksum", Header { flags: 0, pre_apply_checksum: 5, ..ok.clone() }),
+        (
+            "flags",
+            Header {
+                flags: 1,
+                ..ok.clone()
+            },
+        ),
+        (
+            "flags",
+            Header {
+                flags: 0x8000_0002,
+                ..ok.clone()
+            },
+        ),
+        (
+            "page_size",
+            Header {
+                page_size: 0,
+                ..ok.clone()
+            },
+        ),
+        (
+            "page_size",
+            Header {
+                page_size: 256,
+                ..ok.clone()
+            },
+        ),
+        (
+            "page_size",
+            Header {
+                page_size: 3000,
+                ..ok.clone()
+            },
+        ),
+        (
+            "page_size",
+            Header {
+                page_size: 131072,
+                ..ok.clone()
+            },
+        ),
+        (
+            "min_txid",
+            Header {
+                min_txid: 0,
+                ..ok.clone()
+            },
+        ),
+        (
+            "max_txid",
+            Header {
+                max_txid: 1,
+                ..ok.clone()
+            },
+        ),
+        (
+            "wal_offset",
+            Header {
+                wal_offset: -1,
+                ..ok.clone()
+            },
+        ),
+        (
+            "wal_size",
+            Header {
+                wal_offset: 32,
+                wal_size: -1,
+                ..ok.clone()
+            },
+        ),
+        (
+            "wal_offset",
+            Header {
+                wal_salt2: 5,
+                ..ok.clone()
+            },
+        ),
+        (
+            "wal_offset",
+            Header {
+                wal_size: 10,
+                ..ok.clone()
+            },
+        ),
+        (
+            "pre_apply_checksum",
+            Header {
+                min_txid: 1,
+                pre_apply_checksum: CHECKSUM_FLAG,
+                ..ok.clone()
+            },
+        ),
+        (
+            "pre_apply_checksum",
+            Header {
+                pre_apply_checksum: CHECKSUM_FLAG | 1,
+                ..ok.clone()
+            },
+        ),
+        (
+            "pre_apply_checksum",
+            Header {
+                flags: 0,
+                pre_apply_checksum: 0,
+                ..ok.clone()
+            },
+        ),
+        (
+            "pre_apply_checksum",
+            Header {
+                flags: 0,
+                pre_apply_checksum: 5,
+                ..ok.clone()
+            },
+        ),
     ];
     for (field, h) in cases {
         match h.validate() {
@@ -235,11 +347,36 @@ fn header_validation_errors() {
         assert!(matches!(decode(&file), Err(LtxError::InvalidHeader { .. })));
     }
     // Accepted combinations.
-    Header { wal_offset: 32, wal_size: 4096, wal_salt1: 1, ..ok.clone() }.validate().unwrap();
-    Header { flags: 0, pre_apply_checksum: CHECKSUM_FLAG | 7, ..ok.clone() }.validate().unwrap();
-    Header { min_txid: 1, flags: 0, ..ok.clone() }.validate().unwrap();
+    Header {
+        wal_offset: 32,
+        wal_size: 4096,
+        wal_salt1: 1,
+        ..ok.clone()
+    }
+    .validate()
+    .unwrap();
+    Header {
+        flags: 0,
+        pre_apply_checksum: CHECKSUM_FLAG | 7,
+        ..ok.clone()
+    }
+    .validate()
+    .unwrap();
+    Header {
+        min_txid: 1,
+        flags: 0,
+        ..ok.clone()
+    }
+    .validate()
+    .unwrap();
 
-    assert!(matches!(Header::decode(&[0; 99]), Err(LtxError::Truncated { section: "header", .. })));
+    assert!(matches!(
+        Header::decode(&[0; 99]),
+        Err(LtxError::Truncated {
+            section: "header",
+            ..
+        })
+    ));
     let mut b = ok.encode();
     b[3] = b'2';
     assert!(matches!(Header::decode(&b), Err(LtxError::BadMagic { found }) if &found == b"LTX2"));
@@ -250,15 +387,53 @@ fn encoder_page_errors() {
     let ps = 512;
     let mut enc = Encoder::new(Vec::new(), &header(ps, 10, 2, 2)).unwrap();
     let p = page(1, ps, 0);
-    assert!(matches!(enc.write_page(0, &p), Err(LtxError::ZeroPgno { .. })));
-    assert!(matches!(enc.write_page(1, &p[..511]), Err(LtxError::PageSize { pgno: 1, len: 511, expected: 512 })));
-    assert!(matches!(enc.write_page(11, &p), Err(LtxError::PageBeyondCommit { pgno: 11, commit: 10 })));
+    assert!(matches!(
+        enc.write_page(0, &p),
+        Err(LtxError::ZeroPgno { .. })
+    ));
+    assert!(matches!(
+        enc.write_page(1, &p[..511]),
+        Err(LtxError::PageSize {
+            pgno: 1,
+            len: 511,
+            expected: 512
+        })
+    ));
+    assert!(matches!(
+        enc.write_page(11, &p),
+        Err(LtxError::PageBeyondCommit {
+            pgno: 11,
+            commit: 10
+        })
+    ));
     enc.write_page(4, &p).unwrap();
-    assert!(matches!(enc.write_page(4, &p), Err(LtxError::PageOrder { prev: 4, pgno: 4, .. })));
-    assert!(matches!(enc.write_page(3, &p), Err(LtxError::PageOrder { prev: 4, pgno: 3, .. })));
+    assert!(matches!(
+        enc.write_page(4, &p),
+        Err(LtxError::PageOrder {
+            prev: 4,
+            pgno: 4,
+            ..
+        })
+    ));
+    assert!(matches!(
+        enc.write_page(3, &p),
+        Err(LtxError::PageOrder {
+            prev: 4,
+            pgno: 3,
+            ..
+        })
+    ));
     enc.write_page(10, &p).unwrap(); // refusals above left the encoder usable
     let (bytes, _) = enc.finish(0).unwrap();
-    assert_eq!(decode(&bytes).unwrap().pages.iter().map(|p| p.0).collect::<Vec<_>>(), vec![4, 10]);
+    assert_eq!(
+        decode(&bytes)
+            .unwrap()
+            .pages
+            .iter()
+            .map(|p| p.0)
+            .collect::<Vec<_>>(),
+        vec![4, 10]
+    );
 
     // Lock page: refused in a delta; a snapshot must step over it.
     let big = header(65536, 16390, 2, 2);
@@ -267,21 +442,56 @@ fn encoder_page_errors() {
     assert_eq!(lock_pgno(4096), 262145);
     let mut enc = Encoder::new(Vec::new(), &big).unwrap();
     let p64 = vec![7u8; 65536];
-    assert!(matches!(enc.write_page(lock, &p64), Err(LtxError::LockPage { pgno: 16385, .. })));
+    assert!(matches!(
+        enc.write_page(lock, &p64),
+        Err(LtxError::LockPage { pgno: 16385, .. })
+    ));
     enc.write_page(lock + 1, &p64).unwrap();
-    let snap = Header { min_txid: 1, ..big.clone() };
+    let snap = Header {
+        min_txid: 1,
+        ..big.clone()
+    };
     check_page_order(&snap, lock - 1, lock + 1).unwrap();
-    assert!(matches!(check_page_order(&snap, lock - 1, lock), Err(LtxError::LockPage { .. })));
-    assert!(matches!(check_page_order(&snap, lock - 1, lock + 2), Err(LtxError::PageOrder { .. })));
-    assert_eq!(snapshot_last_pgno(&Header { commit: lock, ..snap.clone() }), lock - 1);
+    assert!(matches!(
+        check_page_order(&snap, lock - 1, lock),
+        Err(LtxError::LockPage { .. })
+    ));
+    assert!(matches!(
+        check_page_order(&snap, lock - 1, lock + 2),
+        Err(LtxError::PageOrder { .. })
+    ));
+    assert_eq!(
+        snapshot_last_pgno(&Header {
+            commit: lock,
+            ..snap.clone()
+        }),
+        lock - 1
+    );
 
     // Snapshots: start at 1, no gaps, complete at finish.
     let mut enc = Encoder::new(Vec::new(), &header(ps, 3, 1, 1)).unwrap();
-    assert!(matches!(enc.write_page(2, &p), Err(LtxError::PageOrder { prev: 0, pgno: 2, .. })));
+    assert!(matches!(
+        enc.write_page(2, &p),
+        Err(LtxError::PageOrder {
+            prev: 0,
+            pgno: 2,
+            ..
+        })
+    ));
     enc.write_page(1, &p).unwrap();
-    assert!(matches!(enc.write_page(3, &p), Err(LtxError::PageOrder { prev: 1, pgno: 3, .. })));
+    assert!(matches!(
+        enc.write_page(3, &p),
+        Err(LtxError::PageOrder {
+            prev: 1,
+            pgno: 3,
+            ..
+        })
+    ));
     enc.write_page(2, &p).unwrap();
-    assert!(matches!(enc.finish(0), Err(LtxError::SnapshotIncomplete { last: 2, commit: 3 })));
+    assert!(matches!(
+        enc.finish(0),
+        Err(LtxError::SnapshotIncomplete { last: 2, commit: 3 })
+    ));
 }
 
 #[test]
@@ -290,24 +500,47 @@ fn encoder_trailer_errors() {
     let pages = snapshot_pages(ps, 2, 1);
     // No-checksum files take 0 only.
     let e = encode(&header(ps, 2, 1, 1), &pages, CHECKSUM_FLAG | 1).unwrap_err();
-    assert!(matches!(e, LtxError::InvalidTrailer { field: "post_apply_checksum", .. }));
+    assert!(matches!(
+        e,
+        LtxError::InvalidTrailer {
+            field: "post_apply_checksum",
+            ..
+        }
+    ));
     // Tracked files need bit 63 ...
     let mut tracked = header(ps, 2, 1, 1);
     tracked.flags = 0;
     let e = encode(&tracked, &pages, 5).unwrap_err();
-    assert!(matches!(e, LtxError::InvalidTrailer { field: "post_apply_checksum", .. }));
+    assert!(matches!(
+        e,
+        LtxError::InvalidTrailer {
+            field: "post_apply_checksum",
+            ..
+        }
+    ));
     // ... and a snapshot's must match its pages.
     let e = encode(&tracked, &pages, CHECKSUM_FLAG | 5).unwrap_err();
-    assert!(matches!(e, LtxError::PostApplyChecksumMismatch { stored, .. } if stored == CHECKSUM_FLAG | 5));
+    assert!(
+        matches!(e, LtxError::PostApplyChecksumMismatch { stored, .. } if stored == CHECKSUM_FLAG | 5)
+    );
     // commit 0: only the empty-database checksum, only with checksums tracked.
     let mut empty = header(ps, 0, 3, 3);
-    assert!(matches!(encode(&empty, &[], 0), Err(LtxError::InvalidTrailer { .. })));
+    assert!(matches!(
+        encode(&empty, &[], 0),
+        Err(LtxError::InvalidTrailer { .. })
+    ));
     empty.flags = 0;
     empty.pre_apply_checksum = CHECKSUM_FLAG | 9;
-    assert!(matches!(encode(&empty, &[], CHECKSUM_FLAG | 1), Err(LtxError::InvalidTrailer { .. })));
+    assert!(matches!(
+        encode(&empty, &[], CHECKSUM_FLAG | 1),
+        Err(LtxError::InvalidTrailer { .. })
+    ));
     let bytes = encode(&empty, &[], CHECKSUM_FLAG).unwrap();
     assert_eq!(decode(&bytes).unwrap().header.commit, 0);
-    assert!(matches!(encode(&empty, &[(1, page(1, ps, 0))], CHECKSUM_FLAG), Err(LtxError::PageBeyondCommit { .. })));
+    assert!(matches!(
+        encode(&empty, &[(1, page(1, ps, 0))], CHECKSUM_FLAG),
+        Err(LtxError::PageBeyondCommit { .. })
+    ));
 }
 
 /// Accepts `budget` bytes, then fails.
@@ -331,10 +564,19 @@ impl std::io::Write for FailingWriter {
 #[test]
 fn io_error_poisons_encoder() {
     let h = header(512, 3, 1, 1);
-    assert!(matches!(Encoder::new(FailingWriter { budget: 10 }, &h), Err(LtxError::Io { .. })));
+    assert!(matches!(
+        Encoder::new(FailingWriter { budget: 10 }, &h),
+        Err(LtxError::Io { .. })
+    ));
     let mut enc = Encoder::new(FailingWriter { budget: 105 }, &h).unwrap();
     let p = page(1, 512, 0);
-    assert!(matches!(enc.write_page(1, &p), Err(LtxError::Io { context: "writing a page header", .. })));
+    assert!(matches!(
+        enc.write_page(1, &p),
+        Err(LtxError::Io {
+            context: "writing a page header",
+            ..
+        })
+    ));
     assert!(matches!(enc.write_page(1, &p), Err(LtxError::Poisoned)));
     assert!(matches!(enc.finish(0), Err(LtxError::Poisoned)));
 }
@@ -343,8 +585,19 @@ fn sample_file() -> (Vec<u8>, Decoded) {
     // Few small pages so that every bit can be flipped quickly; one page is
     // all zeros (long matches), one is noise (literals).
     let ps = 512;
-    let h = Header { wal_offset: 32, wal_size: 1000, wal_salt1: 1, wal_salt2: 2, node_id: 3, ..header(ps, 5, 4, 6) };
-    let pages = vec![(2, vec![0u8; 512]), (3, page(3, ps, 1)), (5, page(5, ps, 2))];
+    let h = Header {
+        wal_offset: 32,
+        wal_size: 1000,
+        wal_salt1: 1,
+        wal_salt2: 2,
+        node_id: 3,
+        ..header(ps, 5, 4, 6)
+    };
+    let pages = vec![
+        (2, vec![0u8; 512]),
+        (3, page(3, ps, 1)),
+        (5, page(5, ps, 2)),
+    ];
     let bytes = encode(&h, &pages, 0).unwrap();
     let d = decode(&bytes).unwrap();
     (bytes, d)
@@ -364,7 +617,10 @@ fn every_bit_flip_is_rejected_or_harmless() {
                 // file checksum covers pages as decompressed, by design); what
                 // must never happen is a different decoded result accepted.
                 Ok(d) => {
-                    assert_eq!(d, good, "flip at byte {i} bit {bit} silently changed the content");
+                    assert_eq!(
+                        d, good,
+                        "flip at byte {i} bit {bit} silently changed the content"
+                    );
                     harmless.push((i, bit));
                 }
             }
@@ -374,10 +630,18 @@ fn every_bit_flip_is_rejected_or_harmless() {
     // only payload bytes may be harmless.
     let payload_start = HEADER_SIZE + 10;
     for &(i, bit) in &harmless {
-        assert!(i >= payload_start && i < bytes.len() - TRAILER_SIZE, "harmless flip outside a payload: byte {i} bit {bit}");
+        assert!(
+            i >= payload_start && i < bytes.len() - TRAILER_SIZE,
+            "harmless flip outside a payload: byte {i} bit {bit}"
+        );
     }
     eprintln!("harmless flips: {} of {}", harmless.len(), bytes.len() * 8);
-    assert!(harmless.len() * 100 < bytes.len() * 8, "{} harmless flips of {}", harmless.len(), bytes.len() * 8);
+    assert!(
+        harmless.len() * 100 < bytes.len() * 8,
+        "{} harmless flips of {}",
+        harmless.len(),
+        bytes.len() * 8
+    );
 }
 
 #[test]
@@ -391,7 +655,9 @@ fn truncation_and_trailing_bytes_are_rejected() {
     }
     let mut longer = bytes.clone();
     longer.push(0);
-    assert!(matches!(decode(&longer), Err(LtxError::TrailingBytes { offset }) if offset == bytes.len() as u64));
+    assert!(
+        matches!(decode(&longer), Err(LtxError::TrailingBytes { offset }) if offset == bytes.len() as u64)
+    );
 }
 
 #[test]
@@ -399,14 +665,21 @@ fn checksum_and_index_errors_are_specific() {
     let (bytes, _) = sample_file();
     let mut b = bytes.clone();
     b[HEADER_SIZE - 1] ^= 1; // reserved header byte: only the checksum notices
-    assert!(matches!(decode(&b), Err(LtxError::FileChecksumMismatch { .. })));
+    assert!(matches!(
+        decode(&b),
+        Err(LtxError::FileChecksumMismatch { .. })
+    ));
     let n = b.len();
     b[n - 8] &= 0x7F; // stored checksum without bit 63
-    assert!(matches!(decode(&b), Err(LtxError::FileChecksumMismatch { .. })));
+    assert!(matches!(
+        decode(&b),
+        Err(LtxError::FileChecksumMismatch { .. })
+    ));
 
     // Index edits that keep a valid file checksum are still caught.
     let index_len_at = bytes.len() - TRAILER_SIZE - 8;
-    let index_len = u64::from_be_bytes(bytes[index_len_at..index_len_at + 8].try_into().unwrap()) as usize;
+    let index_len =
+        u64::from_be_bytes(bytes[index_len_at..index_len_at + 8].try_into().unwrap()) as usize;
     let index_at = index_len_at - index_len;
     assert_eq!(bytes[index_at], 2, "first entry is page 2");
     let mut b = bytes.clone();
@@ -422,11 +695,17 @@ fn checksum_and_index_errors_are_specific() {
     let mut b = bytes.clone();
     b[HEADER_SIZE + 5] = 0x03; // undefined page flag
     reseal(&mut b, 512);
-    assert!(matches!(decode(&b), Err(LtxError::PageFlags { pgno: 2, flags: 3 })));
+    assert!(matches!(
+        decode(&b),
+        Err(LtxError::PageFlags { pgno: 2, flags: 3 })
+    ));
     let mut b = bytes.clone();
     b[HEADER_SIZE + 3] = 9; // page 9 > commit 5
     reseal(&mut b, 512);
-    assert!(matches!(decode(&b), Err(LtxError::PageBeyondCommit { pgno: 9, commit: 5 })));
+    assert!(matches!(
+        decode(&b),
+        Err(LtxError::PageBeyondCommit { pgno: 9, commit: 5 })
+    ));
 
     // A tracked snapshot whose trailer lies about the pages.
     let mut tracked = header(512, 2, 1, 1);
@@ -437,22 +716,41 @@ fn checksum_and_index_errors_are_specific() {
     let at = b.len() - TRAILER_SIZE;
     b[at + 7] ^= 1;
     reseal(&mut b, 512);
-    assert!(matches!(decode(&b), Err(LtxError::PostApplyChecksumMismatch { .. })));
+    assert!(matches!(
+        decode(&b),
+        Err(LtxError::PostApplyChecksumMismatch { .. })
+    ));
 }
 
 #[test]
 fn varints_match_go() {
-    for v in [0u64, 1, 127, 128, 300, 16384, u64::from(u32::MAX), 1 << 63, u64::MAX] {
+    for v in [
+        0u64,
+        1,
+        127,
+        128,
+        300,
+        16384,
+        u64::from(u32::MAX),
+        1 << 63,
+        u64::MAX,
+    ] {
         let mut buf = Vec::new();
         super::encoder::put_uvarint(&mut buf, v);
         let mut src = super::decoder::Src::new(&buf[..]);
-        assert_eq!(super::decoder::read_uvarint(&mut src, &mut hasher()).unwrap(), v);
+        assert_eq!(
+            super::decoder::read_uvarint(&mut src, &mut hasher()).unwrap(),
+            v
+        );
     }
     let mut buf = Vec::new();
     super::encoder::put_uvarint(&mut buf, 300);
     assert_eq!(buf, [0xAC, 0x02]);
     let over = [0xFFu8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02];
-    assert!(super::decoder::read_uvarint(&mut super::decoder::Src::new(&over[..]), &mut hasher()).is_err());
+    assert!(
+        super::decoder::read_uvarint(&mut super::decoder::Src::new(&over[..]), &mut hasher())
+            .is_err()
+    );
 }
 
 /// Builds a file the way ltx before v0.5.2 did: page flags 0 and one LZ4
@@ -525,7 +823,10 @@ fn reads_legacy_lz4_frame_pages() {
             let mut b = file.clone();
             b[i] ^= 0x10;
             if let Ok(d2) = decode(&b) {
-                assert_eq!(d2, d, "variant {variant}: flip at {i} changed content silently");
+                assert_eq!(
+                    d2, d,
+                    "variant {variant}: flip at {i} changed content silently"
+                );
             }
         }
     }
@@ -534,8 +835,14 @@ fn reads_legacy_lz4_frame_pages() {
 #[test]
 fn file_names() {
     assert_eq!(file_name(1, 0x2a), "0000000000000001-000000000000002a.ltx");
-    assert_eq!(parse_file_name("0000000000000001-000000000000002a.ltx"), Some((1, 42)));
-    assert_eq!(parse_file_name(&file_name(u64::MAX, 0)), Some((u64::MAX, 0)));
+    assert_eq!(
+        parse_file_name("0000000000000001-000000000000002a.ltx"),
+        Some((1, 42))
+    );
+    assert_eq!(
+        parse_file_name(&file_name(u64::MAX, 0)),
+        Some((u64::MAX, 0))
+    );
     for bad in [
         "0000000000000001-000000000000002A.ltx",
         "0000000000000001-000000000000002a.ltx.tmp",

@@ -34,9 +34,17 @@ fn io_err(op: &'static str, p: &Path, e: std::io::Error) -> StorageError {
         _ => None,
     };
     if e.kind() == std::io::ErrorKind::NotFound && op != "put" {
-        return StorageError::NotFound { op, object: p.display().to_string() };
+        return StorageError::NotFound {
+            op,
+            object: p.display().to_string(),
+        };
     }
-    StorageError::Io { op, object: p.display().to_string(), source: e, hint }
+    StorageError::Io {
+        op,
+        object: p.display().to_string(),
+        source: e,
+        hint,
+    }
 }
 
 impl Storage for FileStorage {
@@ -55,15 +63,29 @@ impl Storage for FileStorage {
         for ent in rd {
             let ent = ent.map_err(|e| io_err("list", &dir, e))?;
             let name = ent.file_name();
-            let Some((min_txid, max_txid)) = name.to_str().and_then(ltx::parse_file_name) else { continue };
+            let Some((min_txid, max_txid)) = name.to_str().and_then(ltx::parse_file_name) else {
+                continue;
+            };
             let size = ent.metadata().map(|m| m.len()).unwrap_or(0);
-            out.push(FileInfo { level, min_txid, max_txid, size });
+            out.push(FileInfo {
+                level,
+                min_txid,
+                max_txid,
+                size,
+            });
         }
         out.sort_by_key(|f| (f.min_txid, f.max_txid));
         Ok(out)
     }
 
-    fn put(&self, level: u8, min: u64, max: u64, src: &mut dyn Read) -> Result<u64, StorageError> {
+    fn put(
+        &self,
+        level: u8,
+        min: u64,
+        max: u64,
+        timestamp_ms: i64,
+        src: &mut dyn Read,
+    ) -> Result<u64, StorageError> {
         let dir = self.level_dir(level);
         fs::create_dir_all(&dir).map_err(|e| io_err("put", &dir, e))?;
         let dst = self.path(level, min, max);
@@ -72,6 +94,10 @@ impl Storage for FileStorage {
             let mut f = fs::File::create(&tmp)?;
             let n = std::io::copy(src, &mut f)?;
             f.flush()?;
+            // Litestream's restore reads a file replica's timestamps from mtime.
+            let t = std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(timestamp_ms.max(0) as u64);
+            f.set_modified(t)?;
             f.sync_all()?;
             fs::rename(&tmp, &dst)?;
             fs::File::open(&dir)?.sync_all()?;

@@ -42,9 +42,23 @@ pub trait Storage: Send + Sync {
     /// Files at `level`, sorted by `min_txid`. A level that does not exist is empty, not an error.
     fn list(&self, level: u8) -> Result<Vec<FileInfo>, StorageError>;
     /// Writes one LTX file from `src` (fully read before the object becomes visible).
-    fn put(&self, level: u8, min_txid: u64, max_txid: u64, src: &mut dyn Read) -> Result<u64, StorageError>;
+    /// `timestamp_ms` is the file's header timestamp; backends record it where Litestream's
+    /// point-in-time restore looks (the file's mtime, or the `litestream-timestamp` metadata).
+    fn put(
+        &self,
+        level: u8,
+        min_txid: u64,
+        max_txid: u64,
+        timestamp_ms: i64,
+        src: &mut dyn Read,
+    ) -> Result<u64, StorageError>;
     /// Opens one LTX file for streaming. A missing file is `StorageError::NotFound`.
-    fn open(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<Box<dyn Read + Send>, StorageError>;
+    fn open(
+        &self,
+        level: u8,
+        min_txid: u64,
+        max_txid: u64,
+    ) -> Result<Box<dyn Read + Send>, StorageError>;
     /// Removes one file; removing a missing file succeeds.
     fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<(), StorageError>;
 }
@@ -55,7 +69,9 @@ pub fn from_url(url: &str) -> Result<Box<dyn Storage>, String> {
         return Ok(Box::new(file::FileStorage::new(PathBuf::from(p))));
     }
     if url.contains("://") {
-        return Err(format!("replica URL '{url}': unsupported scheme (supported: file://)"));
+        return Err(format!(
+            "replica URL '{url}': unsupported scheme (supported: file://)"
+        ));
     }
     Ok(Box::new(file::FileStorage::new(PathBuf::from(url))))
 }

@@ -1,1 +1,99 @@
-fn main() {}
+//! `walship`: the command-line companion of the `libwalvfs` extension. Restores databases
+//! from their replicas and lists replica files, with Litestream 0.5's command spellings.
+//!
+//! Exit codes: 0 success (including the "skipping" outcomes of -if-db-not-exists and
+//! -if-replica-exists), 1 an error (`walship: error: ...` on stderr), 2 a usage error (the
+//! message and the command's usage text on stderr).
+
+mod args;
+mod ltx_cmd;
+mod restore_cmd;
+mod source;
+mod sqlite;
+
+const USAGE: &str = "\
+walship: continuous backup of SQLite databases to Litestream 0.5 replicas
+
+Usage:
+  walship <command> [flags] [arguments]
+
+Commands:
+  restore   restore a database from its replica
+  ltx       list a replica's LTX files
+  version   print the version
+
+Run \"walship <command> -h\" for a command's flags.
+";
+
+/// How a command failed.
+pub enum CmdError {
+    /// Bad command line: exit 2 with the usage text.
+    Usage(String),
+    /// The command ran and failed: exit 1.
+    Fail(anyhow::Error),
+}
+
+impl From<anyhow::Error> for CmdError {
+    fn from(e: anyhow::Error) -> Self {
+        CmdError::Fail(e)
+    }
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    std::process::exit(run(&argv));
+}
+
+fn run(argv: &[String]) -> i32 {
+    let (cmd, rest) = match argv.split_first() {
+        Some((c, r)) => (c.as_str(), r),
+        None => {
+            eprint!("{USAGE}");
+            return 2;
+        }
+    };
+    let (result, usage) = match cmd {
+        "restore" => (restore_cmd::run(rest), restore_cmd::USAGE),
+        "ltx" => (ltx_cmd::run(rest), ltx_cmd::USAGE),
+        "version" | "-version" | "--version" => {
+            println!("walship {}", env!("CARGO_PKG_VERSION"));
+            return 0;
+        }
+        "help" | "-h" | "-help" | "--help" => {
+            print!("{USAGE}");
+            return 0;
+        }
+        other => (
+            Err(CmdError::Usage(format!("unknown command {other:?}"))),
+            USAGE,
+        ),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(CmdError::Usage(msg)) => {
+            eprintln!("walship: usage error: {msg}\n\n{usage}");
+            2
+        }
+        Err(CmdError::Fail(e)) => {
+            eprintln!("walship: error: {}", describe(&e));
+            1
+        }
+    }
+}
+
+/// The error and its causes, `: `-joined, skipping a cause whose text a message before it
+/// already includes (walship's typed errors quote their source).
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
