@@ -5,7 +5,7 @@
 //! cannot account for becomes a `Discontinuity` event, never a silently shipped hole.
 //!
 //! What SQLite does, and which event of ours it drives (see ../shared/design-notes.md and the
-//! recording test `tests/test_wal_sequences.py`, which proves these on the host SQLite):
+//! recording test `tests/python/test_wal_sequences.py`, which proves these on the host SQLite):
 //!
 //! | SQLite call (observed)                         | capture method            | effect                          |
 //! |-----------------------------------------------|---------------------------|---------------------------------|
@@ -74,12 +74,64 @@ pub enum Event {
     },
 }
 
+/// One WAL frame as written so far in the current transaction. SQLite writes the 24-byte
+/// header and the page separately; without powersafe overwrite, a write that crosses the sync
+/// point is split there, which can cut a header or a page in two. Whole writes take the fast
+/// path; pieces are assembled in place and counted until the part is complete.
 #[derive(Default)]
 struct Slot {
-    header: Option<[u8; FRAME_HEADER_SIZE]>,
+    header: [u8; FRAME_HEADER_SIZE],
     page: Option<Box<[u8]>>,
-    /// Bytes of a page that arrived in pieces: (offset in page, bytes).
-    pieces: Vec<(usize, Vec<u8>)>,
+    header_done: bool,
+    page_done: bool,
+    /// Byte ranges written so far of a part that is not complete, in frame coordinates.
+    pieces: Vec<(usize, usize)>,
+}
+
+impl Slot {
+    /// Writes `chunk` at `within` bytes into the frame; returns true when this write completed
+    /// (or rewrote) the header.
+    fn write(&mut self, within: usize, chunk: &[u8], ps: usize) -> bool {
+        let end = within + chunk.len();
+        let h = FRAME_HEADER_SIZE;
+        if within < h {
+            let n = end.min(h) - within;
+            self.header[within..within + n].copy_from_slice(&chunk[..n]);
+        }
+        if end > h {
+            let from = within.max(h);
+            let page = self
+                .page
+                .get_or_insert_with(|| vec![0u8; ps].into_boxed_slice());
+            page[from - h..end - h].copy_from_slice(&chunk[from - within..]);
+        }
+        let header_before = self.header_done;
+        if within == 0 && end >= h {
+            self.header_done = true;
+        }
+        if within <= h && end >= h + ps {
+            self.page_done = true;
+        }
+        if !(self.header_done && (self.page_done || end <= h)) {
+            self.pieces.push((within, end));
+            self.header_done |= covered(&mut self.pieces, 0, h);
+            self.page_done |= covered(&mut self.pieces, h, h + ps);
+        }
+        self.header_done && (!header_before || within < h)
+    }
+}
+
+/// True when the union of `pieces` covers `[from, to)`.
+fn covered(pieces: &mut [(usize, usize)], from: usize, to: usize) -> bool {
+    pieces.sort_unstable();
+    let mut reach = from;
+    for &(a, b) in pieces.iter() {
+        if a > reach {
+            break;
+        }
+        reach = reach.max(b);
+    }
+    reach >= to
 }
 
 #[derive(Default)]
@@ -259,41 +311,8 @@ impl Capture {
             }
         }
         let slot = self.slots.entry(index).or_default();
-        let mut chunk = chunk;
-        let mut within = within;
-        if within < FRAME_HEADER_SIZE {
-            if within != 0 || chunk.len() < FRAME_HEADER_SIZE {
-                self.damaged = Some(format!("partial frame header write in frame {index}"));
-                return;
-            }
-            let mut h = [0u8; FRAME_HEADER_SIZE];
-            h.copy_from_slice(&chunk[..FRAME_HEADER_SIZE]);
-            if FrameHeader::parse(&h).commit != 0 {
-                self.last_commit_header = Some(index);
-            }
-            slot.header = Some(h);
-            chunk = &chunk[FRAME_HEADER_SIZE..];
-            within = FRAME_HEADER_SIZE;
-        }
-        if chunk.is_empty() {
-            return;
-        }
-        let at = within - FRAME_HEADER_SIZE;
-        if at == 0 && chunk.len() == ps {
-            slot.page = Some(chunk.into());
-            slot.pieces.clear();
-        } else {
-            // A page split around a sync point (commit padding without powersafe overwrite).
-            slot.pieces.push((at, chunk.to_vec()));
-            let covered: usize = slot.pieces.iter().map(|(_, b)| b.len()).sum();
-            if covered >= ps {
-                let mut page = vec![0u8; ps];
-                for (a, b) in slot.pieces.drain(..) {
-                    let end = (a + b.len()).min(ps);
-                    page[a..end].copy_from_slice(&b[..end - a]);
-                }
-                slot.page = Some(page.into());
-            }
+        if slot.write(within, chunk, ps) && FrameHeader::parse(&slot.header).commit != 0 {
+            self.last_commit_header = Some(index);
         }
     }
 
@@ -355,7 +374,10 @@ impl Capture {
                 })),
                 Err(reason) => events.push(Event::Discontinuity { reason }),
             }
-        } else if self.txn_base != Some(end) {
+        } else if self.txn_base.is_some_and(|b| b != end) {
+            // A checkpoint moved the WAL. Without an earlier position (the wal-index recovery
+            // at first open) there is nothing to move from: the next commit's base is checked
+            // against the replica instead.
             events.push(Event::Reset {
                 from: self.txn_base,
                 to: end,
@@ -388,12 +410,19 @@ impl Capture {
         let mut pages: BTreeMap<u32, Box<[u8]>> = BTreeMap::new();
         let mut db_size = 0;
         for i in start + 1..=end {
-            let slot = self.slots.remove(&i);
-            let (Some(h), Some(p)) = slot.map(|s| (s.header, s.page)).unwrap_or((None, None))
-            else {
-                return Err(format!(
-                    "frame {i} of a commit was not seen by the walship VFS"
-                ));
+            let (h, p) = match self.slots.remove(&i) {
+                Some(Slot {
+                    header,
+                    page: Some(page),
+                    header_done: true,
+                    page_done: true,
+                    ..
+                }) => (header, page),
+                _ => {
+                    return Err(format!(
+                        "frame {i} of a commit was not completely seen by the walship VFS"
+                    ))
+                }
             };
             let fh = FrameHeader::parse(&h);
             if fh.pgno == 0 {

@@ -161,6 +161,37 @@ pub fn lookup_wal(wal_path: &str) -> Option<Arc<Db>> {
     lock(&DBS).get(db).cloned()
 }
 
+/// `WALSHIP_TRACE=/path`: one line per call the shim observes, for the test that records
+/// SQLite's real call sequences (tests/python/test_wal_sequences.py). Off by default.
+static TRACE: Lazy<Option<Mutex<std::fs::File>>> = Lazy::new(|| {
+    let path = std::env::var_os("WALSHIP_TRACE")?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .ok()
+        .map(Mutex::new)
+});
+
+fn trace(db: &str, what: std::fmt::Arguments<'_>) {
+    if let Some(f) = TRACE.as_ref() {
+        use std::io::Write;
+        let _ = writeln!(lock(f), "{db} {what}");
+    }
+}
+
+fn shm_fields(shm: &Option<ShmHeader>) -> String {
+    match shm {
+        Some(s) => format!(
+            "mx={} ichange={} salt1={}",
+            s.mx_frame,
+            s.ichange,
+            s.salts().0
+        ),
+        None => "mx=- ichange=- salt1=-".into(),
+    }
+}
+
 impl Db {
     fn capture(&self, f: impl FnOnce(&mut Capture) -> Vec<Event>) {
         let Some(ship) = &self.ship else { return };
@@ -171,6 +202,13 @@ impl Db {
     }
 
     pub fn wal_opened(&self, header: Option<&[u8]>) {
+        trace(
+            &self.path,
+            format_args!(
+                "WAL-OPEN header={}",
+                header.and_then(WalHeader::parse).is_some()
+            ),
+        );
         if let Some(h) = header.and_then(WalHeader::parse) {
             self.capture(|c| {
                 c.observe_wal_header(&h);
@@ -180,6 +218,18 @@ impl Db {
     }
 
     pub fn wal_write(&self, offset: u64, data: &[u8]) {
+        if TRACE.is_some() {
+            let fields = if data.len() == crate::wal::FRAME_HEADER_SIZE {
+                let h = crate::wal::FrameHeader::parse(data);
+                format!(" pgno={} commit={} salt1={}", h.pgno, h.commit, h.salt1)
+            } else {
+                String::new()
+            };
+            trace(
+                &self.path,
+                format_args!("WAL-WRITE off={offset} len={}{fields}", data.len()),
+            );
+        }
         self.capture(|c| {
             c.wal_write(offset, data);
             Vec::new()
@@ -187,18 +237,22 @@ impl Db {
     }
 
     pub fn wal_truncated(&self, size: u64) {
+        trace(&self.path, format_args!("WAL-TRUNCATE size={size}"));
         self.capture(|c| c.wal_truncated(size));
     }
 
     pub fn write_lock(&self, shm: Option<ShmHeader>) {
+        trace(&self.path, format_args!("W+ {}", shm_fields(&shm)));
         self.capture(|c| c.write_lock(shm));
     }
 
     pub fn write_unlock(&self, shm: Option<ShmHeader>) {
+        trace(&self.path, format_args!("W- {}", shm_fields(&shm)));
         self.capture(|c| c.end_transaction(shm, now_ms()));
     }
 
     pub fn commit_phase_two(&self, shm: Option<ShmHeader>) {
+        trace(&self.path, format_args!("PH2 {}", shm_fields(&shm)));
         self.capture(|c| c.end_transaction(shm, now_ms()));
     }
 

@@ -216,3 +216,37 @@ fn truncating_checkpoint_without_shm_is_a_reset() {
     let ev = c.end_transaction(None, 0);
     assert_eq!(commits(&ev)[0].base.unwrap().frame, 0);
 }
+
+#[test]
+fn header_split_around_a_sync_point_is_reassembled() {
+    // Seen with psow=0: the sync point fell 16 bytes into frame 255's header.
+    let mut c = Capture::new();
+    c.write_lock(Some(shm(0, 0, 1)));
+    c.wal_write(0, &wal_header(1, 0));
+    frame(&mut c, 1, 1, 0, 1);
+    let h = frame_header(2, 2, 1);
+    c.wal_write(off(2), &h[..16]);
+    c.wal_write(off(2) + 16, &h[16..]);
+    c.wal_write(off(2) + 24, &vec![7u8; PS as usize]);
+    let ev = c.end_transaction(Some(shm(1, 2, 1)), 0);
+    let t = commits(&ev);
+    assert_eq!(t.len(), 1, "{ev:?}");
+    assert_eq!(
+        (t[0].db_size, t[0].pages[1].0, t[0].pages[1].1[0]),
+        (2, 2, 7)
+    );
+}
+
+#[test]
+fn a_frame_missing_its_second_half_is_not_shipped() {
+    let mut c = Capture::new();
+    c.write_lock(Some(shm(0, 0, 1)));
+    c.wal_write(0, &wal_header(1, 0));
+    c.wal_write(off(1), &frame_header(1, 1, 1));
+    c.wal_write(off(1) + 24, &[1u8; 100]); // the rest of the page never arrives
+    let ev = c.end_transaction(Some(shm(1, 1, 1)), 0);
+    assert!(
+        matches!(ev.as_slice(), [Event::Discontinuity { .. }]),
+        "{ev:?}"
+    );
+}

@@ -4,7 +4,7 @@ Records, at random points, the replica TXID returned by walship_flush() and the 
 of the database at that moment, so a test can restore any of those TXIDs and compare.
 
 usage: workload.py EXT DB OUT_JSON --seed N --txns N --page-size N [--exclusive]
-                   [--foreign-at I] [--journal-size-limit BYTES]
+                   [--foreign-at I] [--journal-size-limit BYTES] [--psow0]
 """
 import argparse
 import json
@@ -26,6 +26,7 @@ ap.add_argument("--page-size", type=int, default=4096)
 ap.add_argument("--exclusive", action="store_true")
 ap.add_argument("--foreign-at", type=int, default=-1)
 ap.add_argument("--journal-size-limit", type=int, default=-1)
+ap.add_argument("--psow0", action="store_true", help="no powersafe overwrite: FULL commits pad the WAL")
 a = ap.parse_args()
 
 rng = random.Random(a.seed)
@@ -33,7 +34,7 @@ loader = sqlite3.connect(":memory:")
 loader.enable_load_extension(True)
 loader.load_extension(a.ext)
 
-con = sqlite3.connect(f"file:{a.db}?vfs=walship", uri=True, isolation_level=None)
+con = sqlite3.connect(f"file:{a.db}?vfs=walship" + ("&psow=0" if a.psow0 else ""), uri=True, isolation_level=None)
 con.execute(f"PRAGMA page_size={a.page_size}")
 if a.exclusive:
     con.execute("PRAGMA locking_mode=EXCLUSIVE")

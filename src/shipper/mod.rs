@@ -7,7 +7,9 @@
 //! the queue is over its byte budget the event is dropped and a discontinuity is recorded, which
 //! the thread repairs with a snapshot. Never touches SQLite's files except through `snapshot`.
 
-use std::collections::BTreeMap;
+mod encode;
+mod state;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,10 +19,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::capture::{Event, Position, Txn};
-use crate::ltx::{self, Encoder, Header};
+use crate::ltx;
 use crate::snapshot;
 use crate::storage::{Storage, SNAPSHOT_LEVEL};
-use crate::wal;
+use state::LocalState;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -245,6 +247,9 @@ impl Shipper {
                 }
                 Ok(Msg::Shutdown(ack)) => {
                     let r = self.sync_all();
+                    if r.is_ok() {
+                        self.mark_clean();
+                    }
                     let _ = ack.send(r);
                     return;
                 }
@@ -325,8 +330,10 @@ impl Shipper {
                 }
                 Some(f) if r.fresh && at_or_before(&f, &r.position) => {}
                 _ => {
-                    self.need_snapshot =
-                        Some("the WAL was reset from an unexpected position".into())
+                    self.need_snapshot = Some(format!(
+                        "the WAL was reset from an unexpected position ({from:?} -> {to:?}, replica at {:?})",
+                        r.position
+                    ))
                 }
             },
             Event::Commit(t) => {
@@ -412,9 +419,7 @@ impl Shipper {
         let Some(r) = self.replica.as_mut() else {
             return Err("no replica position".into());
         };
-        let last = self.batch.last().expect("non-empty");
-        let (db_size, page_size) = (last.db_size, last.page_size);
-        let ts = last.committed_at_ms.max(r.last_ts);
+        let page_size = self.batch.last().map(|t| t.page_size).unwrap_or(0);
         if page_size != r.page_size {
             self.need_snapshot = Some(format!(
                 "page size changed from {} to {page_size}",
@@ -423,81 +428,95 @@ impl Shipper {
             self.batch.clear();
             return Ok(());
         }
-        let end = last.end;
-        let lock = ltx::lock_pgno(page_size);
-        let batch = std::mem::take(&mut self.batch);
-        let mut pages: BTreeMap<u32, &[u8]> = BTreeMap::new();
-        for t in &batch {
-            for (pgno, p) in &t.pages {
-                pages.insert(*pgno, p);
-            }
-        }
-        pages.retain(|&p, _| p <= db_size && p != lock);
         let txid = r.txid + 1;
-        let first = batch.first().expect("non-empty");
-        let (wal_offset, wal_size, salts) = match first.base {
-            Some(b) if b.frame < end.frame && (b.salt1, b.salt2) == (end.salt1, end.salt2) => {
-                let fsz = wal::FRAME_HEADER_SIZE as i64 + page_size as i64;
-                (
-                    wal::frame_offset(b.frame + 1, page_size) as i64,
-                    (end.frame - b.frame) as i64 * fsz,
-                    (b.salt1, b.salt2),
-                )
-            }
-            _ => (0, 0, (0, 0)),
-        };
-        // The post-apply checksum, rolled forward page by page.
-        let mut sums = r.page_sums.clone();
-        sums.resize(db_size as usize, 0);
-        let mut acc = sums.iter().fold(0u64, |a, s| a ^ s);
-        for (&pgno, p) in &pages {
-            let new = ltx::page_checksum(pgno, p);
-            let slot = &mut sums[pgno as usize - 1];
-            acc ^= *slot ^ new;
-            *slot = new;
-        }
-        let header = Header {
-            flags: ltx::HEADER_FLAG_NO_CHECKSUM,
-            page_size,
-            commit: db_size,
-            min_txid: txid,
-            max_txid: txid,
-            timestamp_ms: ts,
-            pre_apply_checksum: 0,
-            wal_offset,
-            wal_size,
-            wal_salt1: salts.0,
-            wal_salt2: salts.1,
-            node_id: 0,
-        };
-        let post = ltx::checksum_flag(acc);
-        let mut enc = Encoder::new(Vec::new(), &header).map_err(|e| e.to_string())?;
-        for (&pgno, p) in &pages {
-            enc.write_page(pgno, p).map_err(|e| e.to_string())?;
-        }
-        let (bytes, _) = enc.finish(0).map_err(|e| e.to_string())?;
-        if let Err(e) = self.storage.put(0, txid, txid, ts, &mut bytes.as_slice()) {
-            self.batch = batch;
-            return Err(format!("upload of TXID {txid:016x} failed: {e}"));
-        }
+        let b = encode::batch(&self.batch, txid, r.last_ts, &r.page_sums)?;
+        let ts = b.header.timestamp_ms;
+        self.storage
+            .put(0, txid, txid, ts, &mut b.bytes.as_slice())
+            .map_err(|e| format!("upload of TXID {txid:016x} failed: {e}"))?;
         r.txid = txid;
         r.last_ts = ts;
-        r.checksum = post;
-        r.page_sums = sums;
-        r.db_size = db_size;
-        let state = LocalState {
-            replica: self.storage.describe(),
-            txid,
-            checksum: post,
-        };
-        state.save(&self.s.work_dir);
+        r.checksum = b.checksum;
+        r.page_sums = b.sums;
+        r.db_size = b.header.commit;
+        self.local_state(None).save(&self.s.work_dir);
+        self.batch.clear();
         self.batch_started = None;
         log::debug!(
             "{}: shipped TXID {txid:016x} ({} pages)",
             self.s.db_path,
-            pages.len()
+            b.pages
         );
         Ok(())
+    }
+
+    fn local_state(&self, clean: Option<state::FileId>) -> LocalState {
+        let r = self.replica.as_ref();
+        LocalState {
+            replica: self.storage.describe(),
+            txid: r.map(|r| r.txid).unwrap_or(0),
+            checksum: r.map(|r| r.checksum).unwrap_or(0),
+            page_size: r.map(|r| r.page_size).unwrap_or(0),
+            db_size: r.map(|r| r.db_size).unwrap_or(0),
+            clean,
+        }
+    }
+
+    /// After the last connection closed with everything shipped: if SQLite checkpointed and
+    /// deleted the WAL, the database file alone is the replica's newest state; remember it.
+    fn mark_clean(&self) {
+        let db = std::path::Path::new(&self.s.db_path);
+        let wal_gone = std::fs::symlink_metadata(format!("{}-wal", self.s.db_path))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+        let Some(r) = self.replica.as_ref() else {
+            return;
+        };
+        if !wal_gone || !self.batch.is_empty() {
+            return;
+        }
+        if let Some(id) = state::file_id(db) {
+            state::save_sums(&self.s.work_dir, &r.page_sums);
+            self.local_state(Some(id)).save(&self.s.work_dir);
+        }
+    }
+
+    /// At first open: the state file says the database file is exactly as it was at a clean
+    /// close that had shipped everything, so the replica is current — resume with no reading.
+    fn resume_from_clean_close(&mut self, tail_txid: u64) -> bool {
+        let Some(st) = LocalState::load(&self.s.work_dir) else {
+            return false;
+        };
+        let same_file =
+            st.clean.is_some() && st.clean == state::file_id(std::path::Path::new(&self.s.db_path));
+        if !same_file || st.txid != tail_txid || st.replica != self.storage.describe() {
+            return false;
+        }
+        let Some(sums) = state::load_sums(&self.s.work_dir, st.db_size, st.checksum) else {
+            return false;
+        };
+        self.replica = Some(Replica {
+            txid: st.txid,
+            checksum: st.checksum,
+            page_size: st.page_size,
+            db_size: st.db_size,
+            page_sums: sums,
+            // The database file alone: the WAL is empty or was created after this open, and
+            // every commit on it must continue from frame 0.
+            position: Position {
+                salt1: 0,
+                salt2: 0,
+                frame: 0,
+            },
+            last_ts: now_ms(),
+            fresh: false,
+        });
+        // From here on the file changes: the mark is spent.
+        self.local_state(None).save(&self.s.work_dir);
+        log::info!(
+            "{}: replica is current at TXID {:016x} (database unchanged since its last clean close); resuming",
+            self.s.db_path, st.txid
+        );
+        true
     }
 
     /// The newest file in the replica: (txid, database checksum if this host's state file
@@ -520,7 +539,11 @@ impl Shipper {
             ltx::Decoder::new(rd).map_err(|e| format!("reading the replica's newest file: {e}"))?;
         let (page_size, txid) = (dec.header().page_size, dec.header().max_txid);
         let checksum = LocalState::load(&self.s.work_dir)
-            .filter(|st| st.txid == txid && st.replica == self.storage.describe())
+            .filter(|st| {
+                st.txid == txid
+                    && st.replica == self.storage.describe()
+                    && st.page_size == page_size
+            })
             .map(|st| st.checksum)
             .unwrap_or(0);
         Ok(Some((txid, checksum, page_size)))
@@ -529,6 +552,15 @@ impl Shipper {
     /// Reads a consistent image and makes the replica match it: resume if it already does,
     /// otherwise write a snapshot as the next TXID. `Ok(false)`: the database is still empty.
     fn snapshot(&mut self) -> Result<bool, String> {
+        if self.replica.is_none() {
+            let tail = self.replica_tail()?;
+            if let Some((txid, _, _)) = tail {
+                if self.resume_from_clean_close(txid) {
+                    self.need_snapshot = None;
+                    return Ok(true);
+                }
+            }
+        }
         // Commits already queued predate the image: the image will contain them.
         while let Ok(m) = self.rx.try_recv() {
             match m {
@@ -560,14 +592,6 @@ impl Shipper {
             self.write_snapshot(&img, txid, taken_at)?;
             txid
         };
-        if !resumed {
-            LocalState {
-                replica: self.storage.describe(),
-                txid,
-                checksum: img.checksum,
-            }
-            .save(&self.s.work_dir);
-        }
         if resumed {
             log::info!(
                 "{}: replica is current at TXID {txid:016x}; resuming",
@@ -594,6 +618,7 @@ impl Shipper {
             last_ts: taken_at,
             fresh: true,
         });
+        self.local_state(None).save(&self.s.work_dir);
         self.need_snapshot = None;
         self.batch.clear();
         self.batch_started = None;
@@ -606,82 +631,14 @@ impl Shipper {
         txid: u64,
         taken_at: i64,
     ) -> Result<(), String> {
-        let header = Header {
-            flags: ltx::HEADER_FLAG_NO_CHECKSUM,
-            page_size: img.page_size,
-            commit: img.db_size,
-            min_txid: 1,
-            max_txid: txid,
-            timestamp_ms: taken_at,
-            ..Header::default()
-        };
         let tmp_path = self.s.work_dir.join("snapshot.ltx.tmp");
-        let out =
-            std::fs::File::create(&tmp_path).map_err(|e| format!("{}: {e}", tmp_path.display()))?;
-        let mut enc = Encoder::new(std::io::BufWriter::with_capacity(1 << 20, out), &header)
-            .map_err(|e| e.to_string())?;
-        let lock = ltx::lock_pgno(img.page_size);
-        let mut page = vec![0u8; img.page_size as usize];
-        for pgno in 1..=img.db_size {
-            if pgno == lock {
-                continue;
-            }
-            img.read_page(pgno, &mut page)
-                .map_err(|e| format!("reading snapshot image: {e}"))?;
-            enc.write_page(pgno, &page).map_err(|e| e.to_string())?;
-        }
-        let (w, _) = enc.finish(0).map_err(|e| e.to_string())?;
-        w.into_inner()
-            .map_err(|e| e.to_string())?
-            .sync_all()
-            .map_err(|e| e.to_string())?;
-        let mut f = std::fs::File::open(&tmp_path).map_err(|e| e.to_string())?;
-        let r = self
-            .storage
-            .put(SNAPSHOT_LEVEL, 1, txid, header.timestamp_ms, &mut f)
-            .map_err(|e| format!("upload of snapshot TXID {txid:016x} failed: {e}"));
+        let r = encode::snapshot(img, txid, taken_at, &tmp_path).and_then(|mut f| {
+            self.storage
+                .put(SNAPSHOT_LEVEL, 1, txid, taken_at, &mut f)
+                .map(|_| ())
+                .map_err(|e| format!("upload of snapshot TXID {txid:016x} failed: {e}"))
+        });
         let _ = std::fs::remove_file(&tmp_path);
-        r.map(|_| ())
-    }
-}
-
-/// What this host last shipped, kept beside the database: the replica's files carry no database
-/// checksum (Litestream writes them without), so this is how a restart proves that the replica's
-/// newest state is the local database's state and resumes without a new snapshot.
-struct LocalState {
-    replica: String,
-    txid: u64,
-    checksum: u64,
-}
-
-impl LocalState {
-    const FILE: &'static str = "state";
-
-    fn save(&self, dir: &std::path::Path) {
-        let tmp = dir.join("state.tmp");
-        let text = format!(
-            "{}\n{:016x}\n{:016x}\n",
-            self.replica, self.txid, self.checksum
-        );
-        // Best effort: a missing or stale state only costs a snapshot at the next open.
-        if std::fs::create_dir_all(dir)
-            .and_then(|_| std::fs::write(&tmp, text))
-            .is_ok()
-        {
-            let _ = std::fs::rename(&tmp, dir.join(Self::FILE));
-        }
-    }
-
-    fn load(dir: &std::path::Path) -> Option<LocalState> {
-        let text = std::fs::read_to_string(dir.join(Self::FILE)).ok()?;
-        let mut l = text.lines();
-        let replica = l.next()?.to_string();
-        let txid = u64::from_str_radix(l.next()?, 16).ok()?;
-        let checksum = u64::from_str_radix(l.next()?, 16).ok()?;
-        Some(LocalState {
-            replica,
-            txid,
-            checksum,
-        })
+        r
     }
 }

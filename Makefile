@@ -1,0 +1,35 @@
+# walship — see README.md. Every target works from a fresh clone once `.ci/run`'s packages exist.
+CARGO ?= cargo
+PYTHON ?= python3
+
+.PHONY: all build test test-rust test-e2e demo clean fmt lint
+
+all: build
+
+## build: the extension (target/release/libwalvfs.so) and the CLI (target/release/walship)
+build:
+	$(CARGO) build --release --locked
+
+## test: the whole suite — Rust unit and integration tests, then the end-to-end tests
+test: build test-rust test-e2e
+
+test-rust:
+	$(CARGO) test --release --locked
+
+test-e2e:
+	$(PYTHON) -m pytest tests/python -q -p no:cacheprovider
+
+## demo: write a database through the extension in the sqlite3 shell, restore it, compare
+demo: build
+	bash scripts/demo.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf demo

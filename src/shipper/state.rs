@@ -1,0 +1,158 @@
+//! What this host last shipped, kept beside the database in `.<db>-walship/`.
+//!
+//! Replica files carry no database checksum (Litestream writes them without, and its restore
+//! rejects files that have one), so this is how a restart proves the replica's newest state is
+//! the local database's state. At a clean close — everything shipped, the WAL checkpointed and
+//! deleted — the database file's identity and its per-page checksums are recorded; a reopen that
+//! finds the same file resumes at once, without reading or re-uploading the database.
+//! Best effort throughout: a missing or stale state only ever costs a snapshot, never a wrong one.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// Identity of the database file: any write to it changes one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_s: i64,
+    pub mtime_ns: i64,
+}
+
+/// `stat` only: never opens the file (closing a descriptor would drop the app's POSIX locks).
+pub fn file_id(path: &Path) -> Option<FileId> {
+    let m = fs::metadata(path).ok()?;
+    Some(FileId {
+        ino: m.ino(),
+        size: m.size(),
+        mtime_s: m.mtime(),
+        mtime_ns: m.mtime_nsec(),
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalState {
+    /// The replica this state is about (storage `describe()`, no credentials).
+    pub replica: String,
+    pub txid: u64,
+    pub checksum: u64,
+    pub page_size: u32,
+    pub db_size: u32,
+    /// Set only at a clean close: the database file as it was then.
+    pub clean: Option<FileId>,
+}
+
+const STATE: &str = "state";
+const SUMS: &str = "page-checksums";
+
+impl LocalState {
+    pub fn save(&self, dir: &Path) {
+        let clean = match self.clean {
+            Some(c) => format!("{} {} {} {}", c.ino, c.size, c.mtime_s, c.mtime_ns),
+            None => "-".into(),
+        };
+        let text = format!(
+            "{}\n{:016x}\n{:016x}\n{}\n{}\n{}\n",
+            self.replica, self.txid, self.checksum, self.page_size, self.db_size, clean
+        );
+        write_atomic(dir, STATE, text.as_bytes());
+    }
+
+    pub fn load(dir: &Path) -> Option<LocalState> {
+        let text = fs::read_to_string(dir.join(STATE)).ok()?;
+        let mut l = text.lines();
+        let replica = l.next()?.to_string();
+        let txid = u64::from_str_radix(l.next()?, 16).ok()?;
+        let checksum = u64::from_str_radix(l.next()?, 16).ok()?;
+        let page_size = l.next()?.parse().ok()?;
+        let db_size = l.next()?.parse().ok()?;
+        let c: Vec<i64> = l
+            .next()?
+            .split(' ')
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let clean = (c.len() == 4).then(|| FileId {
+            ino: c[0] as u64,
+            size: c[1] as u64,
+            mtime_s: c[2],
+            mtime_ns: c[3],
+        });
+        Some(LocalState {
+            replica,
+            txid,
+            checksum,
+            page_size,
+            db_size,
+            clean,
+        })
+    }
+}
+
+pub fn save_sums(dir: &Path, sums: &[u64]) {
+    let bytes: Vec<u8> = sums.iter().flat_map(|s| s.to_le_bytes()).collect();
+    write_atomic(dir, SUMS, &bytes);
+}
+
+/// The per-page checksum terms, if present and consistent with `checksum` and `db_size`.
+pub fn load_sums(dir: &Path, db_size: u32, checksum: u64) -> Option<Vec<u64>> {
+    let bytes = fs::read(dir.join(SUMS)).ok()?;
+    if bytes.len() != db_size as usize * 8 {
+        return None;
+    }
+    let sums: Vec<u64> = bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect();
+    let acc = sums.iter().fold(0u64, |a, s| a ^ s);
+    (crate::ltx::checksum_flag(acc) == checksum).then_some(sums)
+}
+
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!("{name}.tmp"));
+    if fs::create_dir_all(dir)
+        .and_then(|_| fs::write(&tmp, bytes))
+        .is_ok()
+    {
+        let _ = fs::rename(&tmp, dir.join(name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_consistency() {
+        let dir = std::env::temp_dir().join(format!("walship-state-{}", std::process::id()));
+        let sums = vec![
+            crate::ltx::page_checksum(1, &[1u8; 512]),
+            crate::ltx::page_checksum(2, &[2u8; 512]),
+        ];
+        let checksum = crate::ltx::checksum_flag(sums[0] ^ sums[1]);
+        let st = LocalState {
+            replica: "file:///r".into(),
+            txid: 42,
+            checksum,
+            page_size: 512,
+            db_size: 2,
+            clean: Some(FileId {
+                ino: 7,
+                size: 1024,
+                mtime_s: 5,
+                mtime_ns: 6,
+            }),
+        };
+        st.save(&dir);
+        save_sums(&dir, &sums);
+        assert_eq!(LocalState::load(&dir), Some(st));
+        assert_eq!(load_sums(&dir, 2, checksum), Some(sums));
+        assert_eq!(
+            load_sums(&dir, 2, checksum ^ 1),
+            None,
+            "sums that do not add up are refused"
+        );
+        assert_eq!(load_sums(&dir, 3, checksum), None);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
