@@ -428,6 +428,24 @@ impl<'n> Fields<'n> {
     }
 }
 
+/// The value's text, if it was given and is not empty.
+pub(crate) fn ne(v: &Option<Val>) -> Option<String> {
+    v.as_ref().and_then(|v| v.non_empty()).map(str::to_string)
+}
+
+/// A "missing value" error at the value if there is one (it came out empty), else at `key` on
+/// `line`, naming any variable that is unset on that line.
+pub(crate) fn missing(
+    ctx: &Ctx<'_>,
+    v: Option<&Val>,
+    key: String,
+    line: usize,
+    hint: &str,
+) -> ConfigError {
+    let (key, line) = v.map_or((key, line), |v| (v.key.clone(), v.line));
+    ConfigError::missing(ctx.at(line), key, hint, ctx.unset_on(line))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

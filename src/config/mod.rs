@@ -27,11 +27,16 @@
 //! `rust-version = 1.80`. We do not need serde: the schema walker below must see every key
 //! anyway to warn about unknown ones.
 
+mod db;
 mod duration;
 mod error;
 pub mod expand;
 mod fields;
 mod parse;
+mod paths;
+mod replica;
+mod s3;
+mod settings;
 mod types;
 mod url;
 mod yaml;
@@ -267,7 +272,7 @@ impl Config {
             entries: vec![(scalar("url"), scalar(url.trim()))],
             line: 0,
         };
-        let replica = parse::build_replica_for_env(&mut ctx, &node)?;
+        let replica = replica::build_replica_for_env(&mut ctx, &node)?;
         let mut cfg = Config::empty(ConfigSource::ReplicaUrlEnv(shown));
         cfg.default_replica = Some(replica);
         cfg.warnings = ctx.warnings;
@@ -346,7 +351,7 @@ pub fn canonical_db_path(path: &Path) -> PathBuf {
             .map(|d| d.join(path))
             .unwrap_or_else(|_| path.to_path_buf())
     };
-    let abs = parse::clean(&abs);
+    let abs = paths::clean(&abs);
     if let Ok(c) = std::fs::canonicalize(&abs) {
         return c;
     }

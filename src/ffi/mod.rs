@@ -17,6 +17,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use libsqlite3_sys as sys;
 use once_cell::sync::OnceCell;
 
+/// An SQL scalar function callback.
+pub(crate) type ScalarFn =
+    unsafe extern "C" fn(*mut sys::sqlite3_context, c_int, *mut *mut sys::sqlite3_value);
+
 /// The host SQLite's functions we call, copied out of `sqlite3_api_routines` once.
 /// Every field exists since SQLite 3.8; the struct only ever grows at its end.
 pub(crate) struct Api {
@@ -28,8 +32,8 @@ pub(crate) struct Api {
         c_int,
         c_int,
         *mut c_void,
-        Option<unsafe extern "C" fn(*mut sys::sqlite3_context, c_int, *mut *mut sys::sqlite3_value)>,
-        Option<unsafe extern "C" fn(*mut sys::sqlite3_context, c_int, *mut *mut sys::sqlite3_value)>,
+        Option<ScalarFn>,
+        Option<ScalarFn>,
         Option<unsafe extern "C" fn(*mut sys::sqlite3_context)>,
         Option<unsafe extern "C" fn(*mut c_void)>,
     ) -> c_int,
@@ -70,12 +74,10 @@ impl Api {
         // SAFETY: `p` is non-null and points to SQLite's static routine table, valid for the
         // life of the process; we only read fields that exist in every supported version.
         let r = unsafe { &*p };
-        // SAFETY (transmutes below): each field's C prototype matches the Rust type we store it
-        // as (checked against sqlite3ext.h); only the Option/variadic wrapping differs.
         Some(Api {
             vfs_find: r.vfs_find?,
             vfs_register: r.vfs_register?,
-            create_function_v2: unsafe { std::mem::transmute::<_, _>(r.create_function_v2?) },
+            create_function_v2: r.create_function_v2?,
             result_int64: r.result_int64?,
             result_text: r.result_text?,
             result_error: r.result_error?,
@@ -84,7 +86,7 @@ impl Api {
             context_db_handle: r.context_db_handle?,
             db_filename: r.db_filename?,
             malloc: r.malloc?,
-            auto_extension: unsafe { std::mem::transmute::<_, _>(r.auto_extension?) },
+            auto_extension: r.auto_extension?,
             libversion_number: r.libversion_number?,
         })
     }

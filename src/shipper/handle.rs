@@ -1,0 +1,147 @@
+//! The sending side of the shipper: what the app's threads hold. `send` never blocks and never
+//! fails (over budget, the event is dropped and a discontinuity recorded); `flush` and `shutdown`
+//! wait, bounded by their timeout, for the shipper thread's answer.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Sender, TrySendError};
+
+use super::Shipper;
+use crate::capture::Event;
+use crate::storage::Storage;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub db_path: String,
+    /// Directory for temporary files, next to the database.
+    pub work_dir: PathBuf,
+    pub sync_interval: Duration,
+    /// Byte budget of events waiting in the channel.
+    pub queue_limit: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub replica: String,
+    pub txid: u64,
+    pub last_sync_ms: Option<i64>,
+    pub pending_txns: usize,
+    pub queued_bytes: usize,
+    pub snapshots: u64,
+    pub last_error: Option<String>,
+}
+
+pub(super) enum Msg {
+    Event(Event),
+    Flush(Sender<Result<u64, String>>),
+    Shutdown(Sender<Result<u64, String>>),
+}
+
+pub struct Handle {
+    tx: Sender<Msg>,
+    queued: Arc<AtomicUsize>,
+    overflow: AtomicBool,
+    limit: usize,
+    status: Arc<Mutex<Status>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Handle {
+    pub fn start(settings: Settings, storage: Box<dyn Storage>) -> Handle {
+        let (tx, rx) = bounded(65_536);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let status = Arc::new(Mutex::new(Status {
+            replica: storage.describe(),
+            ..Status::default()
+        }));
+        let limit = settings.queue_limit;
+        let mut s = Shipper::new(settings, storage, rx, queued.clone(), status.clone());
+        let thread = std::thread::Builder::new()
+            .name("walship-shipper".into())
+            .spawn(move || s.run())
+            .ok();
+        Handle {
+            tx,
+            queued,
+            overflow: AtomicBool::new(false),
+            limit,
+            status,
+            thread: Mutex::new(thread),
+        }
+    }
+
+    /// Queues a capture event. Never blocks: over budget, the event is dropped and the stream
+    /// is marked broken, so the shipper takes a snapshot instead.
+    pub fn send(&self, ev: Event) {
+        let size = match &ev {
+            Event::Commit(t) => t.bytes(),
+            _ => 64,
+        };
+        if self.overflow.load(Ordering::Acquire) {
+            let gap = Msg::Event(Event::Discontinuity {
+                reason: "the replication queue was full".into(),
+            });
+            if self.tx.try_send(gap).is_ok() {
+                self.overflow.store(false, Ordering::Release);
+            } else {
+                return;
+            }
+        }
+        if self.queued.load(Ordering::Acquire) + size > self.limit {
+            self.overflow.store(true, Ordering::Release);
+            return;
+        }
+        self.queued.fetch_add(size, Ordering::AcqRel);
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.tx.try_send(Msg::Event(ev))
+        {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            self.overflow.store(true, Ordering::Release);
+        }
+    }
+
+    fn request(
+        &self,
+        make: impl FnOnce(Sender<Result<u64, String>>) -> Msg,
+        timeout: Duration,
+    ) -> Result<u64, String> {
+        let (ack_tx, ack_rx) = bounded(1);
+        self.tx
+            .send_timeout(make(ack_tx), timeout)
+            .map_err(|_| "the shipper is not running".to_string())?;
+        match ack_rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(_) => Err(format!("not everything was replicated within {timeout:?}")),
+        }
+    }
+
+    /// Returns once every transaction committed before the call is durable in the replica.
+    pub fn flush(&self, timeout: Duration) -> Result<u64, String> {
+        self.request(Msg::Flush, timeout)
+    }
+
+    /// Ships what is left and stops the thread, waiting at most `timeout`.
+    pub fn shutdown(&self, timeout: Duration) -> Result<u64, String> {
+        let r = self.request(Msg::Shutdown, timeout);
+        if r.is_ok() {
+            if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = t.join();
+            }
+        }
+        r
+    }
+
+    pub fn status(&self) -> Status {
+        let mut s = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        s.queued_bytes = self.queued.load(Ordering::Acquire);
+        s
+    }
+}
