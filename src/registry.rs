@@ -103,11 +103,20 @@ fn start_replication(path: &str) -> (Option<Handle>, Duration) {
         storage.describe(),
         replica.sync_interval
     );
+    let policy = shipper::Policy {
+        levels: cfg.levels.clone(),
+        snapshot_interval: db.snapshot.interval,
+        retention: cfg
+            .retention_enabled
+            .then(|| replica.effective_retention(&db.snapshot)),
+        l0_retention: cfg.l0_retention,
+    };
     let settings = shipper::Settings {
         db_path: path.to_string(),
         work_dir: work_dir(path),
         sync_interval: replica.sync_interval,
         queue_limit: 64 << 20,
+        policy,
     };
     (Some(Handle::start(settings, storage)), timeout)
 }

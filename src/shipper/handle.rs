@@ -22,6 +22,8 @@ pub struct Settings {
     pub sync_interval: Duration,
     /// Byte budget of events waiting in the channel.
     pub queue_limit: usize,
+    /// Compaction, scheduled snapshots and retention.
+    pub policy: super::Policy,
 }
 
 #[derive(Debug, Clone, Default)]

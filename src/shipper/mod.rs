@@ -9,10 +9,12 @@
 
 mod encode;
 mod handle;
+mod maintain;
 mod state;
 
 use handle::Msg;
 pub use handle::{Handle, Settings, Status};
+pub use maintain::Policy;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -56,6 +58,7 @@ struct Shipper {
     retry_at: Option<Instant>,
     backoff: Duration,
     deferred: Vec<Msg>,
+    maint: maintain::Maintenance,
 }
 
 fn now_ms() -> i64 {
@@ -85,6 +88,7 @@ impl Shipper {
         queued: Arc<AtomicUsize>,
         status: Arc<Mutex<Status>>,
     ) -> Shipper {
+        let maint = maintain::Maintenance::new(s.policy.clone());
         Shipper {
             s,
             storage,
@@ -98,6 +102,7 @@ impl Shipper {
             retry_at: None,
             backoff: Duration::from_millis(100),
             deferred: Vec::new(),
+            maint,
         }
     }
 
@@ -135,6 +140,7 @@ impl Shipper {
             {
                 self.ship_batch_logged();
             }
+            self.maintain();
         }
     }
 
@@ -149,7 +155,34 @@ impl Shipper {
         } else {
             far
         };
-        batch.min(retry).min(far)
+        let maint = if self.replica.is_some() {
+            self.maint.next_due()
+        } else {
+            far
+        };
+        batch.min(retry).min(maint).min(far)
+    }
+
+    /// Compaction, scheduled snapshots and retention, when due and the replica is healthy.
+    fn maintain(&mut self) {
+        let Some(txid) = self.replica.as_ref().map(|r| r.txid) else {
+            return;
+        };
+        if self.need_snapshot.is_some()
+            || self.retry_at.is_some()
+            || Instant::now() < self.maint.next_due()
+        {
+            return;
+        }
+        if let Err(e) = self
+            .maint
+            .run(self.storage.as_ref(), &self.s.work_dir, txid)
+        {
+            log::warn!(
+                "{}: replica maintenance failed (will retry): {e}",
+                self.s.db_path
+            );
+        }
     }
 
     fn set_error(&mut self, e: Option<String>) {
