@@ -89,10 +89,7 @@ pub fn compact<R: Read, W: Write>(inputs: Vec<R>, out: W) -> Result<(W, Header),
             })?;
         heads.push(r.map(|p| (p, buf)));
     }
-    loop {
-        let Some(pgno) = heads.iter().flatten().map(|(p, _)| *p).min() else {
-            break;
-        };
+    while let Some(pgno) = heads.iter().flatten().map(|(p, _)| *p).min() {
         // The newest input holding this page wins.
         let winner = heads
             .iter()
