@@ -321,18 +321,25 @@ fn db_status_json(db: &Db) -> String {
     };
     let s = ship.status();
     let lag = s.last_sync_ms.map(|t| (now_ms() - t).max(0));
+    let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_else(|| "null".into());
     format!(
-        "{{\"path\":{},\"replicated\":true,\"replica\":{},\"txid\":\"{:016x}\",\"txid_int\":{},\"last_sync_ms\":{},\"lag_ms\":{},\"pending_txns\":{},\"backlog_bytes\":{},\"snapshots\":{},\"last_error\":{}}}",
+        concat!(
+            "{{\"path\":{},\"replicated\":true,\"replica\":{},\"txid\":\"{:016x}\",\"txid_int\":{},",
+            "\"last_sync_ms\":{},\"lag_ms\":{},\"pending_txns\":{},\"backlog_bytes\":{},",
+            "\"spooled_files\":{},\"spooled_bytes\":{},\"snapshots\":{},\"last_error\":{}}}"
+        ),
         json_str(&db.path),
         json_str(&s.replica),
         s.txid,
         s.txid,
-        s.last_sync_ms.map(|v| v.to_string()).unwrap_or("null".into()),
-        lag.map(|v| v.to_string()).unwrap_or("null".into()),
+        opt(s.last_sync_ms),
+        opt(lag),
         s.pending_txns,
-        s.queued_bytes,
+        s.queued_bytes as u64 + s.spooled_bytes,
+        s.spooled_files,
+        s.spooled_bytes,
         s.snapshots,
-        s.last_error.as_deref().map(json_str).unwrap_or("null".into()),
+        s.last_error.as_deref().map(json_str).unwrap_or_else(|| "null".into()),
     )
 }
 

@@ -34,6 +34,9 @@ pub struct Status {
     pub pending_txns: usize,
     pub queued_bytes: usize,
     pub snapshots: u64,
+    /// Level-0 files waiting on local disk for storage to come back, and their size.
+    pub spooled_files: usize,
+    pub spooled_bytes: u64,
     pub last_error: Option<String>,
 }
 

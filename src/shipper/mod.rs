@@ -10,6 +10,7 @@
 mod encode;
 mod handle;
 mod maintain;
+mod spool;
 mod state;
 
 use handle::Msg;
@@ -59,6 +60,9 @@ struct Shipper {
     backoff: Duration,
     deferred: Vec<Msg>,
     maint: maintain::Maintenance,
+    spool: spool::Spool,
+    /// Files waiting in the spool (kept in step with it, to avoid a directory read per sync).
+    spooled: usize,
 }
 
 fn now_ms() -> i64 {
@@ -89,6 +93,8 @@ impl Shipper {
         status: Arc<Mutex<Status>>,
     ) -> Shipper {
         let maint = maintain::Maintenance::new(s.policy.clone());
+        let spool = spool::Spool::new(&s.work_dir);
+        let spooled = spool.files().len();
         Shipper {
             s,
             storage,
@@ -103,6 +109,8 @@ impl Shipper {
             backoff: Duration::from_millis(100),
             deferred: Vec::new(),
             maint,
+            spool,
+            spooled,
         }
     }
 
@@ -281,9 +289,36 @@ impl Shipper {
                 Ok(true) => self.succeeded(),
             }
         }
+        if self.spooled > 0 {
+            match self.drain_spool() {
+                Ok(()) => self.succeeded(),
+                Err(e) => {
+                    self.failed(e);
+                    return;
+                }
+            }
+        }
         if !self.batch.is_empty() && self.retry_at.is_none() && self.batch_started.is_none() {
             self.ship_batch_logged();
         }
+    }
+
+    /// Uploads what the spool holds, in order.
+    fn drain_spool(&mut self) -> Result<(), String> {
+        let r = self.spool.drain(self.storage.as_ref());
+        let left = self.spool.files().len();
+        if left < self.spooled {
+            log::info!("{}: uploaded {} spooled file(s); {left} left", self.s.db_path, self.spooled - left);
+        }
+        self.spooled = left;
+        self.publish_spool();
+        r.map(|_| ())
+    }
+
+    fn publish_spool(&self) {
+        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.spooled_files = self.spooled;
+        st.spooled_bytes = if self.spooled == 0 { 0 } else { self.spool.bytes() };
     }
 
     fn ship_batch_logged(&mut self) {
@@ -309,6 +344,9 @@ impl Shipper {
             return Ok(0);
         }
         self.ship_batch()?;
+        if self.spooled > 0 {
+            self.drain_spool()?;
+        }
         self.succeeded();
         Ok(self.replica.as_ref().map(|r| r.txid).unwrap_or(0))
     }
@@ -334,9 +372,27 @@ impl Shipper {
         let txid = r.txid + 1;
         let b = encode::batch(&self.batch, txid, r.last_ts, &r.page_sums)?;
         let ts = b.header.timestamp_ms;
-        self.storage
-            .put(0, txid, txid, ts, &mut b.bytes.as_slice())
-            .map_err(|e| format!("upload of TXID {txid:016x} failed: {e}"))?;
+        // Straight to storage while nothing waits before it; otherwise, or if storage fails,
+        // into the spool, so the outage costs disk and not memory.
+        let mut upload_error = None;
+        if self.spooled == 0 {
+            if let Err(e) = self.storage.put(0, txid, txid, ts, &mut b.bytes.as_slice()) {
+                upload_error = Some(format!("upload of TXID {txid:016x} failed: {e}"));
+            }
+        }
+        if self.spooled > 0 || upload_error.is_some() {
+            if let Err(e) = self.spool.push(txid, txid, &b.bytes) {
+                // No disk either: give up on this history; a snapshot restarts it later.
+                self.batch.clear();
+                self.batch_started = None;
+                self.need_snapshot = Some(format!("the spool could not be written ({e})"));
+                return Err(format!(
+                    "{}; spooling it failed too ({e}): replication restarts with a snapshot when storage returns",
+                    upload_error.unwrap_or_else(|| "storage is behind".into())
+                ));
+            }
+            self.spooled += 1;
+        }
         r.txid = txid;
         r.last_ts = ts;
         r.checksum = b.checksum;
@@ -345,6 +401,12 @@ impl Shipper {
         self.local_state(None).save(&self.s.work_dir);
         self.batch.clear();
         self.batch_started = None;
+        if self.spooled > 0 {
+            self.publish_spool();
+        }
+        if let Some(e) = upload_error {
+            return Err(format!("{e}; spooled locally ({} file(s) waiting)", self.spooled));
+        }
         log::debug!(
             "{}: shipped TXID {txid:016x} ({} pages)",
             self.s.db_path,
@@ -455,6 +517,11 @@ impl Shipper {
     /// Reads a consistent image and makes the replica match it: resume if it already does,
     /// otherwise write a snapshot as the next TXID. `Ok(false)`: the database is still empty.
     fn snapshot(&mut self) -> Result<bool, String> {
+        // Files spooled before (an outage, maybe in an earlier process) come first: a snapshot's
+        // TXID follows theirs, so it may not reach storage before them.
+        if self.spooled > 0 {
+            self.drain_spool()?;
+        }
         if self.replica.is_none() {
             let tail = self.replica_tail()?;
             if let Some((txid, _, _)) = tail {
