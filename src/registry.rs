@@ -33,6 +33,8 @@ pub struct Db {
 
 static DBS: Lazy<Mutex<HashMap<String, Arc<Db>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
 static CONFIG: OnceCell<Option<Config>> = OnceCell::new();
+/// Set when a configuration exists but could not be loaded (its error was logged).
+static CONFIG_BROKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -57,6 +59,7 @@ fn config() -> Option<&'static Config> {
             Ok(None) => None,
             Err(e) => {
                 log::error!("{e}; databases are served but NOT replicated until this is fixed");
+                CONFIG_BROKEN.store(true, std::sync::atomic::Ordering::Relaxed);
                 None
             }
         })
@@ -76,7 +79,11 @@ pub fn work_dir(db_path: &str) -> PathBuf {
 fn start_replication(path: &str) -> (Option<Handle>, Duration) {
     let default_timeout = Duration::from_secs(30);
     let Some(cfg) = config() else {
-        log::info!("{path}: no walship configuration found; served without replication");
+        if CONFIG_BROKEN.load(std::sync::atomic::Ordering::Relaxed) {
+            log::warn!("{path}: served without replication because of the configuration error above");
+        } else {
+            log::info!("{path}: no walship configuration found; served without replication");
+        }
         return (None, default_timeout);
     };
     let timeout = cfg.shutdown_sync_timeout;

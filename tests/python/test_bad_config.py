@@ -1,0 +1,58 @@
+"""Bad configuration: the message names what is wrong and what to do, and the application's
+database keeps working (served without replication) — nothing is lost or refused."""
+import json
+
+import pytest
+
+from conftest import EXT, SYS_PYTHON, integrity, run
+
+APP = r'''
+import json, sqlite3, sys
+l = sqlite3.connect(":memory:"); l.enable_load_extension(True); l.load_extension(sys.argv[1])
+c = sqlite3.connect(f"file:{sys.argv[2]}?vfs=walship", uri=True, isolation_level=None)
+c.execute("PRAGMA journal_mode=WAL"); c.execute("CREATE TABLE t(x)")
+for i in range(100): c.execute("INSERT INTO t VALUES (?)", (i,))
+print(json.dumps({"rows": c.execute("SELECT count(*) FROM t").fetchone()[0],
+                  "status": json.loads(c.execute("SELECT walship_status()").fetchone()[0])}))
+c.close()
+'''
+
+CASES = {
+    "abs": ("dbs:\n  - path: {db}\n    replica:\n      type: abs\n      account-name: acct\n      bucket: b\n",
+            ["abs", "not supported"]),
+    "yaml": ("dbs:\n  - path: {db}\n    replica: [unclosed\n", ["litestream.yml:4:", "invalid YAML"]),
+    "duration": ("dbs:\n  - path: {db}\n    replica:\n      type: file\n      path: {dir}/r\n      sync-interval: 10\n",
+                 ["sync-interval", "10s"]),
+    "unset-var": ("dbs:\n  - path: {db}\n    replica:\n      type: s3\n      bucket: ${{WALSHIP_TEST_UNSET_BUCKET}}\n",
+                  ["WALSHIP_TEST_UNSET_BUCKET", "not set"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_config_is_named_and_the_database_keeps_working(built, work, case):
+    text, must_say = CASES[case]
+    db = work / "app.db"
+    cfg = work / "litestream.yml"
+    cfg.write_text(text.format(db=db, dir=work))
+    script = work / "app.py"
+    script.write_text(APP)
+    p = run([SYS_PYTHON, str(script), str(EXT), str(db)], env={"WALSHIP_CONFIG": str(cfg)})
+    out = json.loads(p.stdout)
+    assert out["rows"] == 100 and out["status"]["replicated"] is False
+    err = p.stderr
+    assert "NOT replicated" in err and str(cfg) in err, err
+    assert "no walship configuration found" not in err, "a broken file is not an absent one"
+    for word in must_say:
+        assert word.lower() in err.lower(), f"{case}: expected {word!r} in: {err}"
+    assert integrity(db) == "ok"
+
+
+def test_unknown_key_warns_and_replication_still_works(built, work):
+    db = work / "app.db"
+    cfg = work / "litestream.yml"
+    cfg.write_text(f"dbs:\n  - path: {db}\n    replica:\n      type: file\n      path: {work}/r\n      sync-intreval: 1s\n")
+    script = work / "app.py"
+    script.write_text(APP)
+    p = run([SYS_PYTHON, str(script), str(EXT), str(db)], env={"WALSHIP_CONFIG": str(cfg)})
+    assert "sync-intreval" in p.stderr and "sync-interval" in p.stderr, p.stderr
+    assert json.loads(p.stdout)["status"]["replicated"] is True
