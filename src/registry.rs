@@ -15,9 +15,8 @@ use std::time::Duration;
 use once_cell::sync::{Lazy, OnceCell};
 
 use crate::capture::{Capture, Event};
-use crate::config::{Config, ReplicaKind};
+use crate::config::Config;
 use crate::shipper::{self, Handle};
-use crate::storage::file::FileStorage;
 use crate::storage::Storage;
 use crate::wal::{ShmHeader, WalHeader};
 
@@ -80,7 +79,9 @@ fn start_replication(path: &str) -> (Option<Handle>, Duration) {
     let default_timeout = Duration::from_secs(30);
     let Some(cfg) = config() else {
         if CONFIG_BROKEN.load(std::sync::atomic::Ordering::Relaxed) {
-            log::warn!("{path}: served without replication because of the configuration error above");
+            log::warn!(
+                "{path}: served without replication because of the configuration error above"
+            );
         } else {
             log::info!("{path}: no walship configuration found; served without replication");
         }
@@ -95,13 +96,10 @@ fn start_replication(path: &str) -> (Option<Handle>, Duration) {
         return (None, timeout);
     };
     let replica = &db.replica;
-    let storage: Box<dyn Storage> = match &replica.kind {
-        ReplicaKind::File { path: dir } => Box::new(FileStorage::new(dir.clone())),
-        other => {
-            log::error!(
-                "{path}: replica type '{}' is not available in this build yet; served without replication",
-                other.type_name()
-            );
+    let storage: Box<dyn Storage> = match crate::storage::open(&replica.kind) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{path}: {e}; served without replication until this is fixed");
             return (None, timeout);
         }
     };

@@ -308,7 +308,11 @@ impl Shipper {
         let r = self.spool.drain(self.storage.as_ref());
         let left = self.spool.files().len();
         if left < self.spooled {
-            log::info!("{}: uploaded {} spooled file(s); {left} left", self.s.db_path, self.spooled - left);
+            log::info!(
+                "{}: uploaded {} spooled file(s); {left} left",
+                self.s.db_path,
+                self.spooled - left
+            );
         }
         self.spooled = left;
         self.publish_spool();
@@ -318,7 +322,11 @@ impl Shipper {
     fn publish_spool(&self) {
         let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
         st.spooled_files = self.spooled;
-        st.spooled_bytes = if self.spooled == 0 { 0 } else { self.spool.bytes() };
+        st.spooled_bytes = if self.spooled == 0 {
+            0
+        } else {
+            self.spool.bytes()
+        };
     }
 
     fn ship_batch_logged(&mut self) {
@@ -405,7 +413,10 @@ impl Shipper {
             self.publish_spool();
         }
         if let Some(e) = upload_error {
-            return Err(format!("{e}; spooled locally ({} file(s) waiting)", self.spooled));
+            return Err(format!(
+                "{e}; spooled locally ({} file(s) waiting)",
+                self.spooled
+            ));
         }
         log::debug!(
             "{}: shipped TXID {txid:016x} ({} pages)",

@@ -18,12 +18,16 @@ pub struct Spool {
 
 impl Spool {
     pub fn new(work_dir: &Path) -> Spool {
-        Spool { dir: work_dir.join("spool") }
+        Spool {
+            dir: work_dir.join("spool"),
+        }
     }
 
     /// Spooled files, oldest first: (min TXID, max TXID, path, size).
     pub fn files(&self) -> Vec<(u64, u64, PathBuf, u64)> {
-        let Ok(rd) = fs::read_dir(&self.dir) else { return Vec::new() };
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
         let mut out: Vec<_> = rd
             .flatten()
             .filter_map(|e| {
@@ -62,12 +66,16 @@ impl Spool {
     pub fn drain(&self, storage: &dyn Storage) -> Result<usize, String> {
         let mut n = 0;
         for (min, max, path, _) in self.files() {
-            let bytes = fs::read(&path).map_err(|e| format!("reading spooled {}: {e}", path.display()))?;
-            let ts = ltx::Header::decode(&bytes).map(|h| h.timestamp_ms).unwrap_or(0);
+            let bytes =
+                fs::read(&path).map_err(|e| format!("reading spooled {}: {e}", path.display()))?;
+            let ts = ltx::Header::decode(&bytes)
+                .map(|h| h.timestamp_ms)
+                .unwrap_or(0);
             storage
                 .put(0, min, max, ts, &mut bytes.as_slice())
                 .map_err(|e| format!("upload of spooled TXID {max:016x} failed: {e}"))?;
-            fs::remove_file(&path).map_err(|e| format!("removing spooled {}: {e}", path.display()))?;
+            fs::remove_file(&path)
+                .map_err(|e| format!("removing spooled {}: {e}", path.display()))?;
             n += 1;
         }
         Ok(n)

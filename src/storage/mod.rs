@@ -1,13 +1,19 @@
 //! Storage: where LTX files live. The contract every backend meets, and the backends.
 //!
-//! Owns the `Storage` trait and its implementations (`file` today; S3 next). A backend moves
-//! whole objects; it never interprets LTX bytes, never touches the database, and is only ever
-//! called from the shipper thread or the restore command, never from SQLite's callbacks.
+//! Owns the `Storage` trait and its implementations (`file`, and `s3` for S3-compatible stores
+//! and GCS through its S3-interoperable API). A backend moves whole objects; it never
+//! interprets LTX bytes, never touches the database, and is only ever called from the shipper
+//! thread or the restore command, never from SQLite's callbacks. No error, log line or `Debug`
+//! output of a backend may contain a credential.
 
 pub mod file;
+pub mod s3;
+pub mod sigv4;
 
 use std::io::Read;
 use std::path::PathBuf;
+
+use crate::config::{Config, ReplicaKind};
 
 /// Litestream's levels: 0 holds one file per sync, 1..=8 compactions, 9 snapshots.
 pub const SNAPSHOT_LEVEL: u8 = 9;
@@ -32,6 +38,77 @@ pub enum StorageError {
         source: std::io::Error,
         hint: Option<&'static str>,
     },
+    /// The store refused the credentials: unknown access key id, wrong secret, a skewed
+    /// clock, or a key without permission for this bucket and path.
+    #[error("{}: {} rejected the request: {} (hint: {})", .0.at(), .0.replica, .0.detail, .0.hint)]
+    Credentials(Box<RemoteFailure>),
+    /// The bucket does not exist at that endpoint/region.
+    #[error("{}: {}: {} (hint: {})", .0.at(), .0.replica, .0.detail, .0.hint)]
+    NoSuchBucket(Box<RemoteFailure>),
+    /// No connection could be made (DNS, refused, timed out), after the backend's retries.
+    #[error("{}: cannot reach {}: {} (hint: {})", .0.at(), .0.replica, .0.detail, .0.hint)]
+    Unreachable(Box<RemoteFailure>),
+    /// The TLS handshake failed (not an https server, untrusted or mismatched certificate).
+    #[error("{}: TLS connection to {} failed: {} (hint: {})", .0.at(), .0.replica, .0.detail, .0.hint)]
+    Tls(Box<RemoteFailure>),
+    /// Any other answer from the store (after the backend's retries for transient ones).
+    #[error("{}: {} answered {} (hint: {})", .0.at(), .0.replica, .0.detail, .0.hint)]
+    Remote(Box<RemoteFailure>),
+    /// The replica's settings cannot work (bad endpoint URL, bad SSE-C key, ...).
+    #[error("{replica}: {message}")]
+    Config { replica: String, message: String },
+}
+
+/// A failure of a remote store (boxed in [`StorageError`] to keep results small). Never holds
+/// a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFailure {
+    /// `list`, `get`, `put`, `delete`, ...
+    pub op: &'static str,
+    /// The object or prefix, as `s3://bucket/key`.
+    pub object: String,
+    /// The replica, as `Storage::describe` shows it (bucket, path, endpoint).
+    pub replica: String,
+    /// HTTP status; 0 when no HTTP answer came (connection, DNS, TLS, broken response).
+    pub status: u16,
+    /// The store's error code (`SlowDown`, `NoSuchBucket`, ...), or empty.
+    pub code: String,
+    /// What happened, with the store's message and the number of attempts.
+    pub detail: String,
+    /// What to check or fix.
+    pub hint: String,
+}
+
+impl RemoteFailure {
+    fn at(&self) -> String {
+        format!("{} {}", self.op, self.object)
+    }
+}
+
+impl StorageError {
+    /// Whether retrying later may succeed (the store or the network was unavailable), as
+    /// opposed to a problem the user must fix (credentials, bucket, TLS, settings).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StorageError::Io { .. } | StorageError::Unreachable(_) => true,
+            StorageError::Remote(f) => {
+                f.status == 0 || f.status == 408 || f.status == 429 || f.status >= 500
+            }
+            _ => false,
+        }
+    }
+
+    /// The remote failure behind this error, if it came from a remote store.
+    pub fn remote(&self) -> Option<&RemoteFailure> {
+        match self {
+            StorageError::Credentials(f)
+            | StorageError::NoSuchBucket(f)
+            | StorageError::Unreachable(f)
+            | StorageError::Tls(f)
+            | StorageError::Remote(f) => Some(f),
+            _ => None,
+        }
+    }
 }
 
 /// A replica's storage. Every method is safe to retry; `put` is atomic (readers see the whole
@@ -63,15 +140,50 @@ pub trait Storage: Send + Sync {
     fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<(), StorageError>;
 }
 
-/// Opens the storage a replica URL or config names.
+/// Opens the storage a configured replica names: a directory, S3 (or an S3-compatible store),
+/// or GCS through its S3-interoperable XML API. Nothing is contacted yet.
+pub fn open(kind: &ReplicaKind) -> Result<Box<dyn Storage>, StorageError> {
+    Ok(match kind {
+        ReplicaKind::File { path } => Box::new(file::FileStorage::new(path.clone())),
+        ReplicaKind::S3(c) => Box::new(s3::S3Storage::from_config(c)?),
+        ReplicaKind::Gcs(c) => Box::new(s3::S3Storage::from_gcs_config(c)?),
+    })
+}
+
+/// Opens the storage a replica URL names: `file:///dir` (or a plain directory path),
+/// `s3://bucket/path`, `gs://bucket/path`. S3 URLs are read as Litestream reads them: the
+/// endpoint of an S3-compatible store goes in the query (`?endpoint=host:port`, plus
+/// `region=`, `forcePathStyle=`, `skipVerify=`) or in the host (`bucket.localhost:9000`);
+/// credentials come from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, else
+/// `LITESTREAM_ACCESS_KEY_ID`/`LITESTREAM_SECRET_ACCESS_KEY`.
 pub fn from_url(url: &str) -> Result<Box<dyn Storage>, String> {
     if let Some(p) = url.strip_prefix("file://") {
         return Ok(Box::new(file::FileStorage::new(PathBuf::from(p))));
     }
-    if url.contains("://") {
+    let scheme = url.split("://").next().unwrap_or("").to_ascii_lowercase();
+    if url.contains("://") && !matches!(scheme.as_str(), "s3" | "gs" | "gcs") {
         return Err(format!(
-            "replica URL '{url}': unsupported scheme (supported: file://)"
+            "replica URL '{}': unsupported scheme (supported: file://, s3://, gs://)",
+            redact_url(url)
         ));
     }
-    Ok(Box::new(file::FileStorage::new(PathBuf::from(url))))
+    if !url.contains("://") {
+        return Ok(Box::new(file::FileStorage::new(PathBuf::from(url))));
+    }
+    let cfg = Config::from_replica_url(url).map_err(|e| e.to_string())?;
+    let replica = cfg
+        .default_replica
+        .ok_or_else(|| format!("replica URL '{}' names no replica", redact_url(url)))?;
+    open(&replica.kind).map_err(|e| e.to_string())
+}
+
+/// `url` without any `user:password@` (up to the last `@`, as the config module does).
+fn redact_url(url: &str) -> String {
+    match url.find("://") {
+        Some(i) => match url[i + 3..].rfind('@') {
+            Some(at) => format!("{}://***@{}", &url[..i], &url[i + 3 + at + 1..]),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
 }

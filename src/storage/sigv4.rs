@@ -154,7 +154,11 @@ fn canonical_headers(headers: &[(String, String)]) -> (String, String) {
         .collect();
     h.sort();
     let canon = h.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let signed = h.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(";");
+    let signed = h
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect::<Vec<_>>()
+        .join(";");
     (canon, signed)
 }
 
@@ -281,9 +285,11 @@ mod tests {
             headers: &headers,
             payload_hash: EMPTY_SHA256,
         };
-        assert!(authorization(AKID, SECRET, "us-east-1", "s3", &time(), &req).ends_with(
-            "Signature=34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"
-        ));
+        assert!(
+            authorization(AKID, SECRET, "us-east-1", "s3", &time(), &req).ends_with(
+                "Signature=34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"
+            )
+        );
     }
 
     /// AWS's PUT Object example (a signed payload and a `:` in the key).
@@ -305,8 +311,10 @@ mod tests {
             headers: &headers,
             payload_hash: &body,
         };
-        assert!(authorization(AKID, SECRET, "us-east-1", "s3", &time(), &req).ends_with(
-            "Signature=98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd"
-        ));
+        assert!(
+            authorization(AKID, SECRET, "us-east-1", "s3", &time(), &req).ends_with(
+                "Signature=98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd"
+            )
+        );
     }
 }

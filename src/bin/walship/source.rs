@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
-use walvfs::config::{Config, ReplicaKind};
-use walvfs::storage::{self, file::FileStorage, Storage};
+use walvfs::config::Config;
+use walvfs::storage::{self, Storage};
 
 use crate::CmdError;
 
@@ -14,8 +14,9 @@ pub struct Source {
     pub db_path: Option<PathBuf>,
 }
 
-/// Litestream treats `scheme://...` as a replica URL; walship also takes an existing
-/// directory (a file replica's root) as one.
+/// Litestream treats `scheme://...` as a replica URL (`file:///dir`, `s3://bucket/path`
+/// with `?endpoint=host:port` for S3-compatible stores, `gs://bucket/path`); walship also
+/// takes an existing directory (a file replica's root) as one.
 pub fn is_replica_arg(arg: &str) -> bool {
     arg.contains("://") || Path::new(arg).is_dir()
 }
@@ -62,17 +63,14 @@ pub fn resolve(arg: &str, config: Option<&str>) -> Result<Source, CmdError> {
         )
         .into());
     };
-    let storage: Box<dyn Storage> = match &db.replica.kind {
-        ReplicaKind::File { path } => Box::new(FileStorage::new(path.clone())),
-        other => {
-            return Err(anyhow!(
-                "database {arg} replicates to a {} replica ({}), which walship cannot read yet (file replicas only)",
-                other.type_name(),
-                cfg.source_name()
-            )
-            .into())
-        }
-    };
+    // file, s3 (AWS or an S3-compatible endpoint) or gs (GCS's S3-interoperable API).
+    let storage = storage::open(&db.replica.kind).map_err(|e| {
+        anyhow!(
+            "database {arg}: cannot open its {} replica ({}): {e}",
+            db.replica.kind.type_name(),
+            cfg.source_name()
+        )
+    })?;
     Ok(Source {
         storage,
         db_path: Some(PathBuf::from(arg)),
