@@ -193,9 +193,12 @@ impl Shipper {
         }
     }
 
+    /// Records the replica's error state; logs only when the state changes. Messages that
+    /// differ only in numbers (TXIDs, counts) are the same state.
     fn set_error(&mut self, e: Option<String>) {
+        let state = |m: &Option<String>| m.as_deref().map(|m| m.replace(|c: char| c.is_ascii_hexdigit(), "#"));
         let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        if e.is_some() && st.last_error != e {
+        if e.is_some() && state(&st.last_error) != state(&e) {
             log::warn!("{}: {}", self.s.db_path, e.as_deref().unwrap_or(""));
         } else if e.is_none() && st.last_error.is_some() {
             log::info!("{}: replication recovered", self.s.db_path);
