@@ -20,6 +20,7 @@ con = sqlite3.connect(f"file:{db}?vfs=walship", uri=True, isolation_level=None)
 con.execute("PRAGMA journal_mode=WAL")
 con.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)")
 slowest, commits, max_spooled, errors_seen = 0.0, 0, 0, set()
+baseline_rss = int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS:")).split()[1])
 end = time.time() + seconds
 next_poll = 0
 while time.time() < end:
@@ -36,7 +37,15 @@ while time.time() < end:
     time.sleep(0.002)
 txid = con.execute("SELECT walship_flush(30000)").fetchone()[0]
 st = json.loads(con.execute("SELECT walship_status()").fetchone()[0])
-result = {"commits": commits, "slowest_ms": slowest * 1000, "max_spooled": max_spooled, "txid": txid,
+def rss_kib(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+result = {"peak_rss_kib": rss_kib("VmHWM"), "rss_kib": rss_kib("VmRSS"),
+          "baseline_rss_kib": baseline_rss, "commits": commits, "slowest_ms": slowest * 1000, "max_spooled": max_spooled, "txid": txid,
           "errors_seen": sorted(errors_seen), "final_status": st, "hash": hash_connection(con)}
 con.close()
 json.dump(result, open(out, "w"))
