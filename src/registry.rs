@@ -305,47 +305,14 @@ impl Db {
     }
 }
 
-fn json_str(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
 fn db_status_json(db: &Db) -> String {
-    let Some(ship) = &db.ship else {
-        return format!("{{\"path\":{},\"replicated\":false}}", json_str(&db.path));
-    };
-    let s = ship.status();
-    let lag = s.last_sync_ms.map(|t| (now_ms() - t).max(0));
-    let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_else(|| "null".into());
-    format!(
-        concat!(
-            "{{\"path\":{},\"replicated\":true,\"replica\":{},\"txid\":\"{:016x}\",\"txid_int\":{},",
-            "\"last_sync_ms\":{},\"lag_ms\":{},\"pending_txns\":{},\"backlog_bytes\":{},",
-            "\"spooled_files\":{},\"spooled_bytes\":{},\"snapshots\":{},\"last_error\":{}}}"
+    match &db.ship {
+        Some(ship) => ship.status().to_json(&db.path, true),
+        None => format!(
+            "{{\"path\":{},\"replicated\":false}}",
+            crate::shipper::json_str(&db.path)
         ),
-        json_str(&db.path),
-        json_str(&s.replica),
-        s.txid,
-        s.txid,
-        opt(s.last_sync_ms),
-        opt(lag),
-        s.pending_txns,
-        s.queued_bytes as u64 + s.spooled_bytes,
-        s.spooled_files,
-        s.spooled_bytes,
-        s.snapshots,
-        s.last_error.as_deref().map(json_str).unwrap_or_else(|| "null".into()),
-    )
+    }
 }
 
 /// JSON status of one database (the calling connection's), or of all when it is not ours.

@@ -40,6 +40,68 @@ pub struct Status {
     pub last_error: Option<String>,
 }
 
+/// A JSON string literal.
+pub fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Status {
+    /// The JSON of `walship_status()` and of the status file (`walship status`).
+    pub fn to_json(&self, db_path: &str, running: bool) -> String {
+        let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_else(|| "null".into());
+        let lag = self.last_sync_ms.map(|t| (now_ms() - t).max(0));
+        format!(
+            concat!(
+                "{{\"path\":{},\"replicated\":true,\"running\":{},\"pid\":{},\"updated_ms\":{},",
+                "\"replica\":{},\"txid\":\"{:016x}\",\"txid_int\":{},",
+                "\"last_sync_ms\":{},\"lag_ms\":{},\"pending_txns\":{},\"backlog_bytes\":{},",
+                "\"spooled_files\":{},\"spooled_bytes\":{},\"snapshots\":{},\"last_error\":{}}}"
+            ),
+            json_str(db_path),
+            running,
+            std::process::id(),
+            now_ms(),
+            json_str(&self.replica),
+            self.txid,
+            self.txid,
+            opt(self.last_sync_ms),
+            opt(lag),
+            self.pending_txns,
+            self.queued_bytes as u64 + self.spooled_bytes,
+            self.spooled_files,
+            self.spooled_bytes,
+            self.snapshots,
+            self.last_error
+                .as_deref()
+                .map(json_str)
+                .unwrap_or_else(|| "null".into()),
+        )
+    }
+}
+
+/// Where the shipper keeps its status for `walship status`: `.<db>-walship/status.json`.
+pub fn status_file(work_dir: &std::path::Path) -> PathBuf {
+    work_dir.join("status.json")
+}
+
 pub(super) enum Msg {
     Event(Event),
     Flush(Sender<Result<u64, String>>),

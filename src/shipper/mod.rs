@@ -14,7 +14,7 @@ mod spool;
 mod state;
 
 use handle::Msg;
-pub use handle::{Handle, Settings, Status};
+pub use handle::{json_str, status_file, Handle, Settings, Status};
 pub use maintain::Policy;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,6 +60,7 @@ struct Shipper {
     backoff: Duration,
     deferred: Vec<Msg>,
     maint: maintain::Maintenance,
+    status_written: Option<Instant>,
     spool: spool::Spool,
     /// Files waiting in the spool (kept in step with it, to avoid a directory read per sync).
     spooled: usize,
@@ -109,6 +110,7 @@ impl Shipper {
             backoff: Duration::from_millis(100),
             deferred: Vec::new(),
             maint,
+            status_written: None,
             spool,
             spooled,
         }
@@ -133,6 +135,7 @@ impl Shipper {
                     if r.is_ok() {
                         self.mark_clean();
                     }
+                    self.publish_status(true, false);
                     let _ = ack.send(r);
                     return;
                 }
@@ -196,14 +199,48 @@ impl Shipper {
     /// Records the replica's error state; logs only when the state changes. Messages that
     /// differ only in numbers (TXIDs, counts) are the same state.
     fn set_error(&mut self, e: Option<String>) {
-        let state = |m: &Option<String>| m.as_deref().map(|m| m.replace(|c: char| c.is_ascii_hexdigit(), "#"));
+        let state = |m: &Option<String>| {
+            m.as_deref()
+                .map(|m| m.replace(|c: char| c.is_ascii_hexdigit(), "#"))
+        };
         let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        if e.is_some() && state(&st.last_error) != state(&e) {
+        let changed = state(&st.last_error) != state(&e);
+        if e.is_some() && changed {
             log::warn!("{}: {}", self.s.db_path, e.as_deref().unwrap_or(""));
         } else if e.is_none() && st.last_error.is_some() {
             log::info!("{}: replication recovered", self.s.db_path);
         }
         st.last_error = e;
+        drop(st);
+        self.publish_status(changed, true);
+    }
+
+    /// Writes the status file `walship status` reads: on every error state change, and after
+    /// syncs at most once a second. Best effort (a status file never fails replication).
+    fn publish_status(&mut self, force: bool, running: bool) {
+        if !force
+            && self
+                .status_written
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.status_written = Some(Instant::now());
+        let mut st = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        st.queued_bytes = self.queued.load(Ordering::Acquire);
+        let json = st.to_json(&self.s.db_path, running);
+        let path = status_file(&self.s.work_dir);
+        let tmp = path.with_extension("json.tmp");
+        if std::fs::create_dir_all(&self.s.work_dir)
+            .and_then(|_| std::fs::write(&tmp, json))
+            .is_ok()
+        {
+            let _ = std::fs::rename(&tmp, &path);
+        }
     }
 
     fn failed(&mut self, e: String) {
@@ -213,13 +250,16 @@ impl Shipper {
     }
 
     fn succeeded(&mut self) {
-        self.set_error(None);
+        {
+            let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            st.txid = self.replica.as_ref().map(|r| r.txid).unwrap_or(0);
+            st.pending_txns = self.batch.len();
+            st.last_sync_ms = Some(now_ms());
+        }
         self.retry_at = None;
         self.backoff = Duration::from_millis(100);
-        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        st.txid = self.replica.as_ref().map(|r| r.txid).unwrap_or(0);
-        st.pending_txns = self.batch.len();
-        st.last_sync_ms = Some(now_ms());
+        self.set_error(None);
+        self.publish_status(false, true);
     }
 
     fn on_event(&mut self, e: Event) {

@@ -10,6 +10,7 @@ mod ltx_cmd;
 mod restore_cmd;
 mod source;
 mod sqlite;
+mod status_cmd;
 
 const USAGE: &str = "\
 walship: continuous backup of SQLite databases to Litestream 0.5 replicas
@@ -20,6 +21,7 @@ Usage:
 Commands:
   restore   restore a database from its replica
   ltx       list a replica's LTX files
+  status    show each database's replication state (from its running application)
   version   print the version
 
 Run \"walship <command> -h\" for a command's flags.
@@ -55,6 +57,7 @@ fn run(argv: &[String]) -> i32 {
     let (result, usage) = match cmd {
         "restore" => (restore_cmd::run(rest), restore_cmd::USAGE),
         "ltx" => (ltx_cmd::run(rest), ltx_cmd::USAGE),
+        "status" => (status_cmd::run(rest), status_cmd::USAGE),
         "version" | "-version" | "--version" => {
             println!("walship {}", env!("CARGO_PKG_VERSION"));
             return 0;
