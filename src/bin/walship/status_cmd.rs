@@ -28,8 +28,8 @@ const FLAGS: &[Flag] = &[value("config"), switch("json")];
 fn field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
     let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
     let rest = &json[at..];
-    let end = if rest.starts_with('"') {
-        rest[1..].find('"').map(|e| e + 2)?
+    let end = if let Some(quoted) = rest.strip_prefix('"') {
+        quoted.find('"').map(|e| e + 2)?
     } else {
         rest.find([',', '}'])?
     };
