@@ -4,6 +4,7 @@
 //! `restore` runs it backwards. See docs/ARCHITECTURE.md for the map of modules.
 
 pub mod capture;
+pub mod clock;
 pub mod compact;
 pub mod config;
 pub mod ffi;

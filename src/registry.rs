@@ -15,6 +15,7 @@ use std::time::Duration;
 use once_cell::sync::{Lazy, OnceCell};
 
 use crate::capture::{Capture, Event};
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::shipper::{self, Handle};
 use crate::storage::Storage;
@@ -37,13 +38,6 @@ static CONFIG_BROKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn config() -> Option<&'static Config> {

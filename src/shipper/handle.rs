@@ -12,6 +12,7 @@ use crossbeam_channel::{bounded, Sender, TrySendError};
 
 use super::Shipper;
 use crate::capture::Event;
+use crate::clock::now_ms;
 use crate::storage::Storage;
 
 #[derive(Debug, Clone)]
@@ -54,13 +55,6 @@ pub fn json_str(s: &str) -> String {
     }
     o.push('"');
     o
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Status {

@@ -15,6 +15,7 @@ use std::io::{BufWriter, Read};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::clock::now_ms;
 use crate::compact;
 use crate::ltx::Header;
 use crate::restore;
@@ -42,13 +43,6 @@ pub struct Maintenance {
     next_retention: Instant,
     /// Snapshot timestamps already read, by max TXID (a GET each, so read once).
     snapshot_ts: std::collections::HashMap<u64, i64>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The 100-byte header of a stored file (reads only its start).

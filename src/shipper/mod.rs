@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::capture::{Event, Position, Txn};
+use crate::clock::now_ms;
 use crate::ltx;
 use crate::snapshot;
 use crate::storage::{Storage, SNAPSHOT_LEVEL};
@@ -64,13 +65,6 @@ struct Shipper {
     spool: spool::Spool,
     /// Files waiting in the spool (kept in step with it, to avoid a directory read per sync).
     spooled: usize,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// True when position `a` is at or before `b` in the WAL's history (salt-1 grows by one on

@@ -80,28 +80,12 @@ impl AmzTime {
     }
 
     pub fn now() -> AmzTime {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        AmzTime::from_unix(secs)
+        AmzTime::from_unix(crate::clock::now_ms() / 1000)
     }
 }
 
 /// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    // Howard Hinnant's days-to-civil algorithm (public domain description).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
+pub use crate::restore::civil_from_days;
 
 /// (year, month, day, hour, minute, second) in UTC of a Unix time.
 pub fn utc_fields(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
