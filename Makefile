@@ -2,7 +2,7 @@
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: all build test test-rust test-e2e demo clean fmt lint
+.PHONY: all build test test-rust test-e2e demo bench bench-quick clean fmt lint
 
 all: build
 
@@ -22,6 +22,13 @@ test-e2e:
 ## demo: write a database through the extension in the sqlite3 shell, restore it, compare
 demo: build
 	bash scripts/demo.sh
+
+## bench: benchmarks against plain SQLite, written to BENCHMARKS.md (not part of `make test`)
+bench: build
+	$(PYTHON) bench/bench.py
+
+bench-quick: build
+	$(PYTHON) bench/bench.py --quick
 
 fmt:
 	$(CARGO) fmt --all

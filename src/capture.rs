@@ -98,7 +98,13 @@ impl Slot {
             let n = end.min(h) - within;
             self.header[within..within + n].copy_from_slice(&chunk[..n]);
         }
-        if end > h {
+        if within == h && chunk.len() == ps {
+            // The common case: a whole page in one write, copied once, no zeroing.
+            match self.page.as_mut() {
+                Some(page) => page.copy_from_slice(chunk),
+                None => self.page = Some(chunk.into()),
+            }
+        } else if end > h {
             let from = within.max(h);
             let page = self
                 .page

@@ -181,11 +181,15 @@ static TRACE: Lazy<Option<Mutex<std::fs::File>>> = Lazy::new(|| {
         .map(Mutex::new)
 });
 
-fn trace(db: &str, what: std::fmt::Arguments<'_>) {
-    if let Some(f) = TRACE.as_ref() {
-        use std::io::Write;
-        let _ = writeln!(lock(f), "{db} {what}");
-    }
+/// Writes one trace line. A macro, so that with tracing off (the default) nothing is formatted
+/// on the commit path.
+macro_rules! trace {
+    ($db:expr, $($fmt:tt)*) => {
+        if let Some(f) = TRACE.as_ref() {
+            use std::io::Write;
+            let _ = writeln!(lock(f), "{} {}", $db, format_args!($($fmt)*));
+        }
+    };
 }
 
 fn shm_fields(shm: &Option<ShmHeader>) -> String {
@@ -210,12 +214,10 @@ impl Db {
     }
 
     pub fn wal_opened(&self, header: Option<&[u8]>) {
-        trace(
+        trace!(
             &self.path,
-            format_args!(
-                "WAL-OPEN header={}",
-                header.and_then(WalHeader::parse).is_some()
-            ),
+            "WAL-OPEN header={}",
+            header.and_then(WalHeader::parse).is_some()
         );
         if let Some(h) = header.and_then(WalHeader::parse) {
             self.capture(|c| {
@@ -233,9 +235,10 @@ impl Db {
             } else {
                 String::new()
             };
-            trace(
+            trace!(
                 &self.path,
-                format_args!("WAL-WRITE off={offset} len={}{fields}", data.len()),
+                "WAL-WRITE off={offset} len={}{fields}",
+                data.len()
             );
         }
         self.capture(|c| {
@@ -245,22 +248,22 @@ impl Db {
     }
 
     pub fn wal_truncated(&self, size: u64) {
-        trace(&self.path, format_args!("WAL-TRUNCATE size={size}"));
+        trace!(&self.path, "WAL-TRUNCATE size={size}");
         self.capture(|c| c.wal_truncated(size));
     }
 
     pub fn write_lock(&self, shm: Option<ShmHeader>) {
-        trace(&self.path, format_args!("W+ {}", shm_fields(&shm)));
+        trace!(&self.path, "W+ {}", shm_fields(&shm));
         self.capture(|c| c.write_lock(shm));
     }
 
     pub fn write_unlock(&self, shm: Option<ShmHeader>) {
-        trace(&self.path, format_args!("W- {}", shm_fields(&shm)));
+        trace!(&self.path, "W- {}", shm_fields(&shm));
         self.capture(|c| c.end_transaction(shm, now_ms()));
     }
 
     pub fn commit_phase_two(&self, shm: Option<ShmHeader>) {
-        trace(&self.path, format_args!("PH2 {}", shm_fields(&shm)));
+        trace!(&self.path, "PH2 {}", shm_fields(&shm));
         self.capture(|c| c.end_transaction(shm, now_ms()));
     }
 
