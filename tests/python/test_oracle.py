@@ -57,8 +57,11 @@ def test_oracle(built, work, page_size, txns, exclusive, foreign_at, jsl, psow0)
     records, counts = result["records"], result["counts"]
     assert len(records) >= min(10, txns // 100)
     # Exactly one snapshot at first open, plus one after the foreign write: any other snapshot
-    # means capture lost track of a transaction it should have followed.
-    snapshots = [l for l in p.stderr.splitlines() if "wrote snapshot" in l]
+    # means capture lost track of a transaction it should have followed. The one allowed
+    # exception is the designed degradation: when the app outruns the shipper by more than the
+    # queue's byte budget (big blobs and VACUUMs on a loaded 2-core machine), events are dropped
+    # and a snapshot repairs the stream — the app never waits. Those say so, and are counted.
+    snapshots = [l for l in p.stderr.splitlines() if "wrote snapshot" in l and "replication queue was full" not in l]
     if foreign_at >= 0:
         assert counts.get("foreign") == 1
         assert len(snapshots) == 2, snapshots
