@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufWriter, Read};
+use std::io::BufWriter;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -45,19 +45,9 @@ pub struct Maintenance {
     snapshot_ts: std::collections::HashMap<u64, i64>,
 }
 
-/// The 100-byte header of a stored file (reads only its start).
+/// The 100-byte header of a stored file (restore's reader: only the start is read).
 fn header_of(storage: &dyn Storage, f: &FileInfo) -> Result<Header, String> {
-    let mut r = storage
-        .open(f.level, f.min_txid, f.max_txid)
-        .map_err(|e| e.to_string())?;
-    let mut b = [0u8; crate::ltx::HEADER_SIZE];
-    r.read_exact(&mut b).map_err(|e| {
-        format!(
-            "reading the header of level {} {:016x}-{:016x}: {e}",
-            f.level, f.min_txid, f.max_txid
-        )
-    })?;
-    Header::decode(&b).map_err(|e| e.to_string())
+    restore::read_header(storage, f).map_err(|e| e.to_string())
 }
 
 impl Maintenance {
