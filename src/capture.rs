@@ -20,8 +20,6 @@
 //! rewrites them after the commit frame; we never trust header salts, only the page number and
 //! the commit field, which do not change in the rewrite.
 
-use std::collections::BTreeMap;
-
 use crate::wal::{self, FrameHeader, ShmHeader, WalHeader, WalRegion, FRAME_HEADER_SIZE};
 
 /// A point in the WAL's history: after frame `frame` of the WAL whose header has these salts.
@@ -102,13 +100,17 @@ impl Slot {
             // The common case: a whole page in one write, copied once, no zeroing.
             match self.page.as_mut() {
                 Some(page) => page.copy_from_slice(chunk),
-                None => self.page = Some(chunk.into()),
+                None => {
+                    let mut page = crate::pool::take(ps);
+                    page.copy_from_slice(chunk);
+                    self.page = Some(page);
+                }
             }
         } else if end > h {
             let from = within.max(h);
             let page = self
                 .page
-                .get_or_insert_with(|| vec![0u8; ps].into_boxed_slice());
+                .get_or_insert_with(|| crate::pool::take_zeroed(ps));
             page[from - h..end - h].copy_from_slice(&chunk[from - within..]);
         }
         let header_before = self.header_done;
@@ -153,7 +155,10 @@ pub struct Capture {
     txn_base: Option<Position>,
     /// Frames with an index above this belong to the transaction in progress.
     txn_start: Option<u32>,
-    slots: BTreeMap<u32, Slot>,
+    /// Frames written in the transaction in progress: `slots[i]` is frame `slot_base + i`
+    /// (frames of a transaction are contiguous; the vector keeps its capacity between them).
+    slots: Vec<Slot>,
+    slot_base: u32,
     last_commit_header: Option<u32>,
     /// A write capture could not interpret; the next commit becomes a discontinuity.
     damaged: Option<String>,
@@ -316,10 +321,42 @@ impl Capture {
                 }
             }
         }
-        let slot = self.slots.entry(index).or_default();
-        if slot.write(within, chunk, ps) && FrameHeader::parse(&slot.header).commit != 0 {
+        let Some(slot) = self.slot_mut(index) else {
+            self.damaged = Some(format!(
+                "WAL frame {index} was written far from the transaction's other frames"
+            ));
+            return;
+        };
+        // Bytes 4..8 of a frame header: the database size after a commit, 0 otherwise.
+        if slot.write(within, chunk, ps) && slot.header[4..8] != [0; 4] {
             self.last_commit_header = Some(index);
         }
+    }
+
+    /// The slot of frame `index`, created if new; `None` for an index implausibly far from the
+    /// others (a write capture cannot place).
+    fn slot_mut(&mut self, index: u32) -> Option<&mut Slot> {
+        const MAX_SPAN: u32 = 1 << 20;
+        if self.slots.is_empty() {
+            self.slot_base = index;
+        }
+        if index < self.slot_base {
+            let n = self.slot_base - index;
+            if n > MAX_SPAN {
+                return None;
+            }
+            self.slots.splice(0..0, (0..n).map(|_| Slot::default()));
+            self.slot_base = index;
+        }
+        let i = index - self.slot_base;
+        if i > MAX_SPAN {
+            return None;
+        }
+        let i = i as usize;
+        if i >= self.slots.len() {
+            self.slots.resize_with(i + 1, Slot::default);
+        }
+        Some(&mut self.slots[i])
     }
 
     /// The WAL file was truncated to `size` bytes, or deleted (size 0). SQLite empties the WAL
@@ -413,10 +450,15 @@ impl Capture {
         if let Some(d) = self.damaged.take() {
             return Err(d);
         }
-        let mut pages: BTreeMap<u32, Box<[u8]>> = BTreeMap::new();
+        // In frame order; a page written twice keeps its last image (below).
+        let mut pages: Vec<(u32, Box<[u8]>)> = Vec::with_capacity((end - start) as usize);
         let mut db_size = 0;
         for i in start + 1..=end {
-            let (h, p) = match self.slots.remove(&i) {
+            let slot = i
+                .checked_sub(self.slot_base)
+                .and_then(|k| self.slots.get_mut(k as usize))
+                .map(std::mem::take);
+            let (h, p) = match slot {
                 Some(Slot {
                     header,
                     page: Some(page),
@@ -437,15 +479,26 @@ impl Capture {
             if i == end {
                 db_size = fh.commit;
             }
-            pages.insert(fh.pgno, p);
+            pages.push((fh.pgno, p));
         }
         if db_size == 0 {
             return Err(format!(
                 "frame {end} ends a commit but has no database size"
             ));
         }
-        pages.retain(|&pgno, _| pgno <= db_size);
-        Ok((pages.into_iter().collect(), db_size))
+        // Stable: equal page numbers stay in frame order, so the last of each run is the newest.
+        pages.sort_by_key(|&(pgno, _)| pgno);
+        let mut merged: Vec<(u32, Box<[u8]>)> = Vec::with_capacity(pages.len());
+        for (pgno, page) in pages {
+            if pgno > db_size {
+                crate::pool::give(page);
+            } else if let Some(last) = merged.last_mut().filter(|l| l.0 == pgno) {
+                crate::pool::give(std::mem::replace(&mut last.1, page));
+            } else {
+                merged.push((pgno, page));
+            }
+        }
+        Ok((merged, db_size))
     }
 }
 

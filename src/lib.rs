@@ -10,6 +10,7 @@ pub mod config;
 pub mod ffi;
 pub mod logging;
 pub mod ltx;
+pub mod pool;
 pub mod registry;
 pub mod restore;
 pub mod shipper;

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
 
-use crate::capture::Txn;
+use crate::capture::{Position, Txn};
 use crate::ltx::{self, Encoder, Header};
 use crate::snapshot::Image;
 use crate::wal;
@@ -21,24 +21,83 @@ pub struct Batch {
     pub checksum: u64,
 }
 
-/// Merges `batch` (in commit order; later images win) into the file for `txid`. `sums` are the
-/// per-page checksum terms of the replica's current state; `min_ts` keeps timestamps monotonic.
-pub fn batch(batch: &[Txn], txid: u64, min_ts: i64, sums: &[u64]) -> Result<Batch, String> {
-    let (first, last) = match (batch.first(), batch.last()) {
-        (Some(f), Some(l)) => (f, l),
-        _ => return Err("empty batch".into()),
-    };
-    let (db_size, page_size, end) = (last.db_size, last.page_size, last.end);
-    let lock = ltx::lock_pgno(page_size);
-    let mut pages: BTreeMap<u32, &[u8]> = BTreeMap::new();
-    for t in batch {
-        for (pgno, p) in &t.pages {
-            pages.insert(*pgno, p);
+/// Transactions received since the last level-0 file, merged as they arrive: each page kept
+/// once (the latest image), so a sync interval costs memory for the pages it touched, not for
+/// every commit's copy of them.
+#[derive(Default)]
+pub struct Pending {
+    pages: BTreeMap<u32, Box<[u8]>>,
+    /// WAL position before the first transaction and after the last.
+    first_base: Option<Position>,
+    end: Option<Position>,
+    pub page_size: u32,
+    /// True when transactions of different page sizes were merged (a snapshot must follow).
+    pub mixed_page_sizes: bool,
+    db_size: u32,
+    committed_at_ms: i64,
+    txns: usize,
+}
+
+impl Pending {
+    pub fn is_empty(&self) -> bool {
+        self.txns == 0
+    }
+
+    /// Transactions merged so far.
+    pub fn len(&self) -> usize {
+        self.txns
+    }
+
+    /// Bytes of page images held.
+    pub fn bytes(&self) -> usize {
+        self.pages.len() * self.page_size as usize
+    }
+
+    pub fn push(&mut self, t: Txn) {
+        if self.txns == 0 {
+            self.first_base = t.base;
+            self.page_size = t.page_size;
+        } else if t.page_size != self.page_size {
+            self.mixed_page_sizes = true;
+        }
+        self.txns += 1;
+        self.end = Some(t.end);
+        self.db_size = t.db_size;
+        self.committed_at_ms = t.committed_at_ms;
+        self.page_size = t.page_size;
+        // Pages past a shrink stay: if the database grows again without rewriting them, SQLite
+        // reads (and checkpoints) their latest WAL frame, so the merge must keep it too.
+        for (pgno, page) in t.pages {
+            if let Some(old) = self.pages.insert(pgno, page) {
+                crate::pool::give(old);
+            }
         }
     }
-    pages.retain(|&p, _| p <= db_size && p != lock);
+
+    pub fn clear(&mut self) {
+        for (_, page) in std::mem::take(&mut self.pages) {
+            crate::pool::give(page);
+        }
+        *self = Pending::default();
+    }
+}
+
+/// The level-0 file for `txid` with everything in `batch`. `sums` are the per-page checksum
+/// terms of the replica's current state; `min_ts` keeps timestamps monotonic.
+pub fn batch(batch: &Pending, txid: u64, min_ts: i64, sums: &[u64]) -> Result<Batch, String> {
+    let (Some(end), false) = (batch.end, batch.is_empty()) else {
+        return Err("empty batch".into());
+    };
+    let (db_size, page_size) = (batch.db_size, batch.page_size);
+    let lock = ltx::lock_pgno(page_size);
+    let pages: BTreeMap<u32, &[u8]> = batch
+        .pages
+        .iter()
+        .filter(|(&p, _)| p <= db_size && p != lock)
+        .map(|(&p, img)| (p, &img[..]))
+        .collect();
     // Where these frames sit in the WAL (Litestream records it; restore ignores it).
-    let (wal_offset, wal_size, salts) = match first.base {
+    let (wal_offset, wal_size, salts) = match batch.first_base {
         Some(b) if b.frame < end.frame && (b.salt1, b.salt2) == (end.salt1, end.salt2) => {
             let fsz = wal::FRAME_HEADER_SIZE as i64 + page_size as i64;
             let off = wal::frame_offset(b.frame + 1, page_size) as i64;
@@ -61,7 +120,7 @@ pub fn batch(batch: &[Txn], txid: u64, min_ts: i64, sums: &[u64]) -> Result<Batc
         commit: db_size,
         min_txid: txid,
         max_txid: txid,
-        timestamp_ms: last.committed_at_ms.max(min_ts),
+        timestamp_ms: batch.committed_at_ms.max(min_ts),
         wal_offset,
         wal_size,
         wal_salt1: salts.0,

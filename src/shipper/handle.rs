@@ -1,11 +1,16 @@
 //! The sending side of the shipper: what the app's threads hold. `send` never blocks and never
 //! fails (over budget, the event is dropped and a discontinuity recorded); `flush` and `shutdown`
 //! wait, bounded by their timeout, for the shipper thread's answer.
+//!
+//! Waking: the shipper sleeps until its next deadline (the end of the sync interval). A commit
+//! wakes it only when it sleeps with nothing pending (the first commit of an interval starts
+//! the interval's clock) or when the queue passes a wake mark, so a busy app makes no system
+//! call per commit.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Sender, TrySendError};
@@ -96,6 +101,27 @@ pub fn status_file(work_dir: &std::path::Path) -> PathBuf {
     work_dir.join("status.json")
 }
 
+/// Messages in the queue past which a sender wakes the shipper (the queue holds 65 536).
+const WAKE_LEN: usize = 4096;
+
+/// Shared between the senders and the shipper thread: how to wake it and whether it wants to be.
+#[derive(Default)]
+pub(super) struct Wake {
+    /// The shipper sleeps with nothing pending: the next event should wake it.
+    pub idle: AtomicBool,
+    /// Every handle is gone: the shipper ships what it has and stops.
+    pub closed: AtomicBool,
+    pub thread: OnceLock<Thread>,
+}
+
+impl Wake {
+    pub fn wake(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+}
+
 pub(super) enum Msg {
     Event(Event),
     Flush(Sender<Result<u64, String>>),
@@ -105,6 +131,7 @@ pub(super) enum Msg {
 pub struct Handle {
     tx: Sender<Msg>,
     queued: Arc<AtomicUsize>,
+    wake: Arc<Wake>,
     overflow: AtomicBool,
     limit: usize,
     status: Arc<Mutex<Status>>,
@@ -120,7 +147,9 @@ impl Handle {
             ..Status::default()
         }));
         let limit = settings.queue_limit;
+        let wake = Arc::new(Wake::default());
         let mut s = Shipper::new(settings, storage, rx, queued.clone(), status.clone());
+        s.wake = wake.clone();
         let thread = std::thread::Builder::new()
             .name("walship-shipper".into())
             .spawn(move || s.run())
@@ -128,6 +157,7 @@ impl Handle {
         Handle {
             tx,
             queued,
+            wake,
             overflow: AtomicBool::new(false),
             limit,
             status,
@@ -148,6 +178,7 @@ impl Handle {
             });
             if self.tx.try_send(gap).is_ok() {
                 self.overflow.store(false, Ordering::Release);
+                self.wake.wake();
             } else {
                 return;
             }
@@ -156,12 +187,24 @@ impl Handle {
             self.overflow.store(true, Ordering::Release);
             return;
         }
-        self.queued.fetch_add(size, Ordering::AcqRel);
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.tx.try_send(Msg::Event(ev))
-        {
-            self.queued.fetch_sub(size, Ordering::AcqRel);
-            self.overflow.store(true, Ordering::Release);
+        let queued = self.queued.fetch_add(size, Ordering::AcqRel) + size;
+        match self.tx.try_send(Msg::Event(ev)) {
+            Ok(()) => {
+                // Pairs with the shipper's store of `idle` before its last look at the queue:
+                // either it sees this event or this sees it idle.
+                if (self.wake.idle.load(Ordering::SeqCst)
+                    && self.wake.idle.swap(false, Ordering::SeqCst))
+                    || self.tx.len() >= WAKE_LEN
+                    || queued >= self.limit / 32
+                {
+                    self.wake.wake();
+                }
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(size, Ordering::AcqRel);
+                self.overflow.store(true, Ordering::Release);
+                self.wake.wake();
+            }
         }
     }
 
@@ -174,6 +217,7 @@ impl Handle {
         self.tx
             .send_timeout(make(ack_tx), timeout)
             .map_err(|_| "the shipper is not running".to_string())?;
+        self.wake.wake();
         match ack_rx.recv_timeout(timeout) {
             Ok(r) => r,
             Err(_) => Err(format!("not everything was replicated within {timeout:?}")),
@@ -204,5 +248,12 @@ impl Handle {
             .clone();
         s.queued_bytes = self.queued.load(Ordering::Acquire);
         s
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.wake.closed.store(true, Ordering::SeqCst);
+        self.wake.wake();
     }
 }

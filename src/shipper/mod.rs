@@ -14,19 +14,22 @@ mod position;
 mod spool;
 mod state;
 
-use handle::Msg;
 pub use handle::{json_str, status_file, Handle, Settings, Status};
+use handle::{Msg, Wake};
 pub use maintain::Policy;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
-use crate::capture::{Event, Position, Txn};
+use crate::capture::{Event, Position};
 use crate::clock::now_ms;
 use crate::storage::Storage;
+
+/// A batch holding this many bytes of pages is shipped before its sync interval ends.
+const BATCH_SHIP_BYTES: usize = 16 << 20;
 
 /// Where the replica stands.
 struct Replica {
@@ -49,11 +52,12 @@ struct Shipper {
     s: Settings,
     storage: Box<dyn Storage>,
     rx: Receiver<Msg>,
+    wake: Arc<Wake>,
     queued: Arc<AtomicUsize>,
     status: Arc<Mutex<Status>>,
     replica: Option<Replica>,
     need_snapshot: Option<String>,
-    batch: Vec<Txn>,
+    batch: encode::Pending,
     batch_started: Option<Instant>,
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -92,11 +96,12 @@ impl Shipper {
             s,
             storage,
             rx,
+            wake: Arc::new(Wake::default()),
             queued,
             status,
             replica: None,
             need_snapshot: Some("first open of the database in this process".into()),
-            batch: Vec::new(),
+            batch: encode::Pending::default(),
             batch_started: None,
             retry_at: None,
             backoff: Duration::from_millis(100),
@@ -109,12 +114,13 @@ impl Shipper {
     }
 
     pub(super) fn run(&mut self) {
+        let _ = self.wake.thread.set(std::thread::current());
         loop {
             self.try_repair();
             let wait = self.next_wakeup().saturating_duration_since(Instant::now());
             let msg = match self.deferred.pop() {
                 Some(m) => Ok(m),
-                None => self.rx.recv_timeout(wait),
+                None => self.next_msg(wait),
             };
             match msg {
                 Ok(Msg::Event(e)) => self.on_event(e),
@@ -147,16 +153,46 @@ impl Shipper {
         }
     }
 
+    /// The next message, sleeping at most `wait` for one. Senders wake this thread only when it
+    /// sleeps idle (see `handle.rs`), so events of a running interval wait in the queue until
+    /// its deadline.
+    fn next_msg(&self, wait: Duration) -> Result<Msg, RecvTimeoutError> {
+        let take = |rx: &Receiver<Msg>, closed: bool| match rx.try_recv() {
+            Ok(m) => Ok(m),
+            Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+            Err(TryRecvError::Empty) if closed => Err(RecvTimeoutError::Disconnected),
+            Err(TryRecvError::Empty) => Err(RecvTimeoutError::Timeout),
+        };
+        let closed = || self.wake.closed.load(Ordering::SeqCst);
+        match take(&self.rx, closed()) {
+            Err(RecvTimeoutError::Timeout) if !wait.is_zero() => {}
+            r => return r,
+        }
+        self.wake
+            .idle
+            .store(self.batch.is_empty(), Ordering::SeqCst);
+        if self.rx.is_empty() && !closed() {
+            std::thread::park_timeout(wait);
+        }
+        self.wake.idle.store(false, Ordering::SeqCst);
+        take(&self.rx, closed())
+    }
+
     fn next_wakeup(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
         let batch = self
             .batch_started
             .map(|t| t + self.s.sync_interval)
             .unwrap_or(far);
-        let retry = if self.need_snapshot.is_some() || !self.batch.is_empty() {
-            self.retry_at.unwrap_or_else(Instant::now)
-        } else {
-            far
+        // `try_repair` ran just before: whatever it could do now is done, so only a scheduled
+        // retry is a reason to wake (waking "now" here would spin while a batch is open).
+        let retry = match self.retry_at {
+            Some(t)
+                if self.need_snapshot.is_some() || !self.batch.is_empty() || self.spooled > 0 =>
+            {
+                t
+            }
+            _ => far,
         };
         let maint = if self.replica.is_some() {
             self.maint.next_due()
@@ -291,6 +327,10 @@ impl Shipper {
                         self.batch_started = Some(Instant::now());
                     }
                     self.batch.push(t);
+                    if self.batch.bytes() >= BATCH_SHIP_BYTES {
+                        // A bulk load: ship now rather than hold the interval's pages in memory.
+                        self.ship_batch_logged();
+                    }
                 } else if r.fresh
                     && (at_or_before(&t.end, &r.position)
                         || (r.position.frame == 0 && base.is_some_and(|b| b.frame != 0)))
@@ -403,8 +443,8 @@ impl Shipper {
         let Some(r) = self.replica.as_mut() else {
             return Err("no replica position".into());
         };
-        let page_size = self.batch.last().map(|t| t.page_size).unwrap_or(0);
-        if page_size != r.page_size {
+        let page_size = self.batch.page_size;
+        if page_size != r.page_size || self.batch.mixed_page_sizes {
             self.need_snapshot = Some(format!(
                 "page size changed from {} to {page_size}",
                 r.page_size
