@@ -1,12 +1,13 @@
 //! CRC-64 and the two LTX checksum conventions (file checksum, database checksum).
 
 use super::{lock_pgno, CHECKSUM_FLAG};
-use crc::{Crc, Digest, CRC_64_GO_ISO};
+use crc::{Crc, Digest, Table, CRC_64_GO_ISO};
 
-/// Go's `crc64.MakeTable(crc64.ISO)` as a catalogued algorithm.
-pub(crate) static CRC64: Crc<u64> = Crc::<u64>::new(&CRC_64_GO_ISO);
+/// Go's `crc64.MakeTable(crc64.ISO)` as a catalogued algorithm, with slice-by-16 tables (32 KiB):
+/// the byte-at-a-time table made checksums 39% of restore time.
+pub(crate) static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_GO_ISO);
 
-pub(crate) type Hasher = Digest<'static, u64>;
+pub(crate) type Hasher = Digest<'static, u64, Table<16>>;
 
 pub(crate) fn hasher() -> Hasher {
     CRC64.digest()

@@ -123,7 +123,22 @@ impl Shipper {
                 None => self.next_msg(wait),
             };
             match msg {
-                Ok(Msg::Event(e)) => self.on_event(e),
+                Ok(Msg::Event(e)) => {
+                    self.on_event(e);
+                    // Take what else is queued in one go: the clock and schedule checks below
+                    // are per wakeup, not per commit.
+                    for _ in 0..4096 {
+                        match self.rx.try_recv() {
+                            Ok(Msg::Event(e)) => self.on_event(e),
+                            // After everything deferred: it arrived later.
+                            Ok(other) => {
+                                self.deferred.insert(0, other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
                 Ok(Msg::Flush(ack)) => {
                     let r = self.sync_all();
                     let _ = ack.send(r);
