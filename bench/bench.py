@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PY, ROOT, Ctx, litestream_version, start_moto  # noqa: E402
 
-SECTIONS = ["write"]
+SECTIONS = ["write", "cpu", "lag", "restore", "storage", "memory"]
 
 
 def main():

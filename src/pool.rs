@@ -3,13 +3,13 @@
 //! merged away or shipped. Reusing them spares the app thread a large allocation per page and
 //! the cross-thread free that follows, and keeps the copies in warm memory.
 //!
-//! Owns only idle buffers, at most `MAX_BYTES` of them; never blocks for long (one short lock)
+//! Owns only idle buffers, at most `MAX_BYTES` of them; never waits for its lock
 //! and never hands out a buffer of the wrong size.
 
 use std::sync::Mutex;
 
 /// Idle buffers kept at most: beyond this, given-back buffers are freed.
-const MAX_BYTES: usize = 4 << 20;
+const MAX_BYTES: usize = 1 << 20;
 
 struct Idle {
     bufs: Vec<Box<[u8]>>,
@@ -21,8 +21,18 @@ static IDLE: Mutex<Idle> = Mutex::new(Idle {
     bytes: 0,
 });
 
+/// The idle list if nobody else holds it: the app's thread never waits on the shipper here
+/// (contended, a buffer is allocated or freed instead).
+fn idle() -> Option<std::sync::MutexGuard<'static, Idle>> {
+    match IDLE.try_lock() {
+        Ok(g) => Some(g),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
 fn pop(size: usize) -> Option<Box<[u8]>> {
-    let mut idle = IDLE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut idle = idle()?;
     let b = idle.bufs.pop()?;
     idle.bytes -= b.len();
     // Page sizes differ only between databases; a buffer of another size is freed.
@@ -47,7 +57,7 @@ pub fn take_zeroed(size: usize) -> Box<[u8]> {
 
 /// Returns a buffer for reuse (or frees it when enough are idle).
 pub fn give(b: Box<[u8]>) {
-    let mut idle = IDLE.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(mut idle) = idle() else { return };
     if idle.bytes + b.len() <= MAX_BYTES {
         idle.bytes += b.len();
         idle.bufs.push(b);

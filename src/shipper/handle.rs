@@ -102,7 +102,7 @@ pub fn status_file(work_dir: &std::path::Path) -> PathBuf {
 }
 
 /// Messages in the queue past which a sender wakes the shipper (the queue holds 65 536).
-const WAKE_LEN: usize = 4096;
+const WAKE_LEN: usize = 8192;
 
 /// Shared between the senders and the shipper thread: how to wake it and whether it wants to be.
 #[derive(Default)]
@@ -195,7 +195,7 @@ impl Handle {
                 if (self.wake.idle.load(Ordering::SeqCst)
                     && self.wake.idle.swap(false, Ordering::SeqCst))
                     || self.tx.len() >= WAKE_LEN
-                    || queued >= self.limit / 32
+                    || queued >= self.limit / 8
                 {
                     self.wake.wake();
                 }
