@@ -7,6 +7,7 @@
 //! arrives as a discontinuity, which the thread repairs with a snapshot. Never touches SQLite's
 //! files except through `snapshot`.
 
+mod cached;
 mod encode;
 mod handle;
 mod maintain;
@@ -92,6 +93,7 @@ impl Shipper {
         let maint = maintain::Maintenance::new(s.policy.clone());
         let spool = spool::Spool::new(&s.work_dir);
         let spooled = spool.files().len();
+        let storage: Box<dyn Storage> = Box::new(cached::Cached::new(storage, &s.work_dir));
         Shipper {
             s,
             storage,
@@ -162,6 +164,8 @@ impl Shipper {
                 .batch_started
                 .is_some_and(|t| t.elapsed() >= self.s.sync_interval)
             {
+                // Everything committed by the deadline belongs in this file, not the next.
+                self.take_queued_events();
                 self.ship_batch_logged();
             }
             self.maintain();
@@ -429,15 +433,20 @@ impl Shipper {
         }
     }
 
-    /// Everything received so far, shipped now.
-    fn sync_all(&mut self) -> Result<u64, String> {
-        // Events already in the channel were committed before the request: take them first.
+    /// Moves every event waiting in the queue into the batch; other messages wait their turn.
+    fn take_queued_events(&mut self) {
         while let Ok(m) = self.rx.try_recv() {
             match m {
                 Msg::Event(e) => self.on_event(e),
                 other => self.deferred.insert(0, other),
             }
         }
+    }
+
+    /// Everything received so far, shipped now.
+    fn sync_all(&mut self) -> Result<u64, String> {
+        // Events already in the channel were committed before the request: take them first.
+        self.take_queued_events();
         if self.need_snapshot.is_some() && !self.snapshot()? {
             return Ok(0);
         }

@@ -1,0 +1,296 @@
+//! The shipper's view of its own replica: a `Storage` in front of the real one that remembers
+//! the listing of every level and keeps a local copy of each level-0 file until it is deleted.
+//!
+//! The shipper is the replica's only writer, so after one LIST per level it knows every change
+//! it makes; steady-state maintenance then costs no LIST (they were most of the requests that
+//! were not uploads) and compaction reads level-0 files from local disk instead of GETting them
+//! back. The listing is reloaded every `REFRESH` and after any error from storage, so a file
+//! removed behind our back is noticed. Owns the local copies under `<work dir>/l0/`; never
+//! caches anything but level 0 and never answers `open` from a copy it did not write itself
+//! in this process (the directory is emptied at start).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::storage::{FileInfo, Storage, StorageError};
+
+/// How long a remembered listing is trusted.
+const REFRESH: Duration = Duration::from_secs(600);
+
+/// Level-0 copies kept at most; past this, new files are not copied (compaction GETs them).
+const MAX_LOCAL_BYTES: u64 = 256 << 20;
+
+struct Known {
+    /// Level → files by (min, max) TXID (snapshots all start at TXID 1).
+    levels: BTreeMap<u8, BTreeMap<(u64, u64), FileInfo>>,
+    loaded_at: Instant,
+    local_bytes: u64,
+}
+
+pub struct Cached {
+    inner: Box<dyn Storage>,
+    dir: PathBuf,
+    known: Mutex<Option<Known>>,
+}
+
+impl Cached {
+    pub fn new(inner: Box<dyn Storage>, work_dir: &Path) -> Cached {
+        let dir = work_dir.join("l0");
+        let _ = fs::remove_dir_all(&dir);
+        Cached {
+            inner,
+            dir,
+            known: Mutex::new(None),
+        }
+    }
+
+    fn local(&self, min: u64, max: u64) -> PathBuf {
+        self.dir.join(format!("{min:016x}-{max:016x}.ltx"))
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Option<Known>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets every listing (after an error: storage may not be what we think).
+    fn forget(&self) {
+        let mut k = self.known();
+        if let Some(k) = k.as_mut() {
+            k.levels.clear();
+        }
+    }
+
+    fn note<T>(&self, r: Result<T, StorageError>) -> Result<T, StorageError> {
+        if r.is_err() {
+            self.forget();
+        }
+        r
+    }
+}
+
+impl Storage for Cached {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn list(&self, level: u8) -> Result<Vec<FileInfo>, StorageError> {
+        {
+            let mut k = self.known();
+            let fresh = k.as_ref().is_some_and(|k| k.loaded_at.elapsed() < REFRESH);
+            if !fresh {
+                let local_bytes = k.as_ref().map_or(0, |k| k.local_bytes);
+                *k = Some(Known {
+                    levels: BTreeMap::new(),
+                    loaded_at: Instant::now(),
+                    local_bytes,
+                });
+            }
+            if let Some(files) = k.as_ref().and_then(|k| k.levels.get(&level)) {
+                return Ok(files.values().cloned().collect());
+            }
+        }
+        let files = self.note(self.inner.list(level))?;
+        if let Some(k) = self.known().as_mut() {
+            k.levels.insert(
+                level,
+                files
+                    .iter()
+                    .map(|f| ((f.min_txid, f.max_txid), f.clone()))
+                    .collect(),
+            );
+        }
+        Ok(files)
+    }
+
+    fn put(
+        &self,
+        level: u8,
+        min_txid: u64,
+        max_txid: u64,
+        timestamp_ms: i64,
+        src: &mut dyn Read,
+    ) -> Result<u64, StorageError> {
+        let room = self.known().as_ref().map_or(0, |k| k.local_bytes) < MAX_LOCAL_BYTES;
+        let (size, copied) = if level == 0 && room {
+            let mut bytes = Vec::new();
+            src.read_to_end(&mut bytes)
+                .map_err(|source| StorageError::Io {
+                    op: "read",
+                    object: format!("level-0 file {min_txid:016x}-{max_txid:016x}"),
+                    source,
+                    hint: None,
+                })?;
+            let size = self.note(self.inner.put(
+                level,
+                min_txid,
+                max_txid,
+                timestamp_ms,
+                &mut bytes.as_slice(),
+            ))?;
+            // Best effort: without the copy, compaction reads the file from storage.
+            let copied = fs::create_dir_all(&self.dir)
+                .and_then(|_| fs::write(self.local(min_txid, max_txid), &bytes))
+                .is_ok();
+            (size, copied.then_some(bytes.len() as u64))
+        } else {
+            let size = self.note(self.inner.put(level, min_txid, max_txid, timestamp_ms, src))?;
+            (size, None)
+        };
+        if let Some(k) = self.known().as_mut() {
+            k.local_bytes += copied.unwrap_or(0);
+            if let Some(files) = k.levels.get_mut(&level) {
+                files.insert(
+                    (min_txid, max_txid),
+                    FileInfo {
+                        level,
+                        min_txid,
+                        max_txid,
+                        size,
+                    },
+                );
+            }
+        }
+        Ok(size)
+    }
+
+    fn open(
+        &self,
+        level: u8,
+        min_txid: u64,
+        max_txid: u64,
+    ) -> Result<Box<dyn Read + Send>, StorageError> {
+        if level == 0 {
+            if let Ok(f) = fs::File::open(self.local(min_txid, max_txid)) {
+                return Ok(Box::new(io::BufReader::with_capacity(64 << 10, f)));
+            }
+        }
+        self.note(self.inner.open(level, min_txid, max_txid))
+    }
+
+    fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<(), StorageError> {
+        self.note(self.inner.delete(level, min_txid, max_txid))?;
+        let freed = if level == 0 {
+            let path = self.local(min_txid, max_txid);
+            let len = fs::metadata(&path).map_or(0, |m| m.len());
+            let _ = fs::remove_file(path);
+            len
+        } else {
+            0
+        };
+        if let Some(k) = self.known().as_mut() {
+            k.local_bytes = k.local_bytes.saturating_sub(freed);
+            if let Some(files) = k.levels.get_mut(&level) {
+                files.remove(&(min_txid, max_txid));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::file::FileStorage;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A real file store that counts the requests reaching it.
+    struct Counting {
+        inner: FileStorage,
+        lists: Arc<AtomicUsize>,
+        opens: Arc<AtomicUsize>,
+    }
+
+    impl Storage for Counting {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn list(&self, level: u8) -> Result<Vec<FileInfo>, StorageError> {
+            self.lists.fetch_add(1, Ordering::SeqCst);
+            self.inner.list(level)
+        }
+        fn put(
+            &self,
+            level: u8,
+            min: u64,
+            max: u64,
+            ts: i64,
+            src: &mut dyn Read,
+        ) -> Result<u64, StorageError> {
+            self.inner.put(level, min, max, ts, src)
+        }
+        fn open(
+            &self,
+            level: u8,
+            min: u64,
+            max: u64,
+        ) -> Result<Box<dyn Read + Send>, StorageError> {
+            self.opens.fetch_add(1, Ordering::SeqCst);
+            self.inner.open(level, min, max)
+        }
+        fn delete(&self, level: u8, min: u64, max: u64) -> Result<(), StorageError> {
+            self.inner.delete(level, min, max)
+        }
+    }
+
+    #[test]
+    fn lists_once_per_level_and_reads_level0_locally() {
+        let dir = std::env::temp_dir().join(format!("walship-cached-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let (lists, opens) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let c = Cached::new(
+            Box::new(Counting {
+                inner: FileStorage::new(dir.join("replica")),
+                lists: lists.clone(),
+                opens: opens.clone(),
+            }),
+            &dir.join("work"),
+        );
+        assert!(c.list(0).unwrap().is_empty());
+        for txid in 1..=3u64 {
+            c.put(0, txid, txid, 0, &mut &b"ltx bytes"[..]).unwrap();
+        }
+        c.put(1, 1, 2, 0, &mut &b"l1"[..]).unwrap();
+        // Snapshots share their min TXID: each is its own file.
+        c.list(9).unwrap();
+        c.put(9, 1, 2, 0, &mut &b"s1"[..]).unwrap();
+        c.put(9, 1, 3, 0, &mut &b"s2"[..]).unwrap();
+        assert_eq!(c.list(9).unwrap().len(), 2);
+        lists.fetch_sub(1, Ordering::SeqCst);
+        let l0: Vec<u64> = c.list(0).unwrap().iter().map(|f| f.min_txid).collect();
+        assert_eq!(l0, vec![1, 2, 3]);
+        assert_eq!(lists.load(Ordering::SeqCst), 1, "level 0 listed once");
+        assert_eq!(c.list(1).unwrap().len(), 1);
+        assert_eq!(lists.load(Ordering::SeqCst), 2);
+
+        let mut got = Vec::new();
+        c.open(0, 2, 2).unwrap().read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"ltx bytes");
+        assert_eq!(
+            opens.load(Ordering::SeqCst),
+            0,
+            "level 0 read from the local copy"
+        );
+
+        c.delete(0, 2, 2).unwrap();
+        let l0: Vec<u64> = c.list(0).unwrap().iter().map(|f| f.min_txid).collect();
+        assert_eq!(l0, vec![1, 3]);
+        assert_eq!(
+            lists.load(Ordering::SeqCst),
+            2,
+            "deletes kept the listing current"
+        );
+        assert!(!c.local(2, 2).exists());
+        assert!(c.open(0, 2, 2).is_err());
+
+        // An error from storage drops what was remembered: the next list asks again.
+        let before = lists.load(Ordering::SeqCst);
+        c.list(0).unwrap();
+        assert_eq!(lists.load(Ordering::SeqCst), before + 1);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
