@@ -102,6 +102,9 @@ def run(ctx):
         ("… of which `litestream replicate`", "— (in-process)", spread(per(ls, "repl"), f2), "—", "—", None),
         ("reference: plain SQLite, no replication", spread(per(ps, "total"), f2), "—",
          f"{med(per(ps, 'total')) / med(lt):.2f}", "—", None),
+        ("replication's own CPU (total − unreplicated reference)", f2.format(med(wt) - med(per(ps, "total"))),
+         f2.format(med(lt) - med(per(ps, "total"))),
+         f"{(med(wt) - med(per(ps, 'total'))) / max(med(lt) - med(per(ps, 'total')), 1e-9):.2f}", "—", None),
         ("wall s per 100k txns (commit loop)", spread(per(ws, "wall"), f2), spread(per(ls, "wall"), f2),
          f"{med(per(ws, 'wall')) / med(per(ls, 'wall')):.2f}", "—", None),
     ]
