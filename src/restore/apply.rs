@@ -5,7 +5,8 @@
 //! `parallelism` files ahead of the one being applied, so memory stays around
 //! `parallelism x file size`. The snapshot (the first file), and any file larger than
 //! [`ApplyOptions::stream_above`], is not buffered: it is decoded straight from the storage
-//! stream while being applied.
+//! stream while being applied, with a read-ahead thread (`readahead.rs`) so downloading
+//! overlaps decoding and writing.
 //!
 //! Each file is decoded with [`ltx::Decoder`] (header rules, page order, LZ4, index and CRC-64
 //! file checksum), its header's TXID range must match its name, and every file must have the
@@ -159,7 +160,7 @@ pub fn apply_with(
                 let r = storage
                     .open(info.level, info.min_txid, info.max_txid)
                     .map_err(|e| RestoreError::read(&plan.replica, info, e))?;
-                image.apply_file(&plan.replica, info, i, r)?
+                image.apply_file(&plan.replica, info, i, super::readahead::read_ahead(r))?
             };
             shared.applied(i + 1);
             done = Applied {

@@ -26,6 +26,7 @@
 
 mod apply;
 mod plan;
+mod readahead;
 mod time;
 
 use std::path::PathBuf;
