@@ -7,18 +7,13 @@ close ships everything left (the last connection's close), so the caller's os.wa
 this process is the app's and the replicator's CPU together.
 """
 import json
-import sqlite3
 import sys
 import time
 
+import apputil  # noqa: E402 (bench/, next to this script)
+
 mode, n, db = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-if mode == "walship":
-    loader = sqlite3.connect(":memory:")
-    loader.enable_load_extension(True)
-    loader.load_extension(sys.argv[4])
-    con = sqlite3.connect(f"file:{db}?vfs=walship", uri=True, isolation_level=None)
-else:
-    con = sqlite3.connect(db, isolation_level=None)
+con, loader = apputil.connect(mode, db, sys.argv[4] if mode == "walship" else None)
 payload = "x" * 100
 t0 = time.perf_counter()
 for i in range(n):

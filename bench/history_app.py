@@ -10,18 +10,13 @@ and closing the connection ships the rest.
 """
 import os
 import random
-import sqlite3
 import sys
 import time
 
+import apputil  # noqa: E402 (bench/, next to this script)
+
 mode, db, n, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-if mode == "walship":
-    loader = sqlite3.connect(":memory:")
-    loader.enable_load_extension(True)
-    loader.load_extension(sys.argv[5])
-    con = sqlite3.connect(f"file:{db}?vfs=walship", uri=True, isolation_level=None)
-else:
-    con = sqlite3.connect(db, isolation_level=None, timeout=30)
+con, loader = apputil.connect(mode, db, sys.argv[5] if mode == "walship" else None, timeout=30)
 con.execute("PRAGMA journal_mode=WAL")
 con.execute("PRAGMA synchronous=NORMAL")
 if mode == "walship":

@@ -7,19 +7,15 @@ walship: waits for the initial snapshot (walship_flush) before the first timed c
 Prints JSON {"commits": [t0, t1, ...]} after closing the database.
 """
 import json
-import sqlite3
 import sys
 import time
 
+import apputil  # noqa: E402 (bench/, next to this script)
+
 mode, rate, seconds, db = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+con, loader = apputil.connect(mode, db, sys.argv[5] if mode == "walship" else None)
 if mode == "walship":
-    loader = sqlite3.connect(":memory:")
-    loader.enable_load_extension(True)
-    loader.load_extension(sys.argv[5])
-    con = sqlite3.connect(f"file:{db}?vfs=walship", uri=True, isolation_level=None)
     con.execute("SELECT walship_flush(30000)").fetchone()
-else:
-    con = sqlite3.connect(db, isolation_level=None)
 times = []
 n = int(rate * seconds)
 start = time.time() + 0.2

@@ -12,9 +12,10 @@ The last line is {"final": true, "hwm_kib": ..., ...}.
 """
 import json
 import os
-import sqlite3
 import sys
 import time
+
+import apputil  # noqa: E402 (bench/, next to this script)
 
 kind, mode, db, stopfile = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 t_start = time.time()
@@ -27,13 +28,7 @@ def kib(field):
     return 0
 
 
-if mode == "walship":
-    loader = sqlite3.connect(":memory:")
-    loader.enable_load_extension(True)
-    loader.load_extension(sys.argv[5])
-    con = sqlite3.connect(f"file:{db}?vfs=walship", uri=True, isolation_level=None)
-else:
-    con = sqlite3.connect(db, isolation_level=None)
+con, loader = apputil.connect(mode, db, sys.argv[5] if mode == "walship" else None)
 con.execute("PRAGMA journal_mode=WAL")
 con.execute("PRAGMA synchronous=NORMAL")
 

@@ -13,19 +13,14 @@ Prints JSON {"samples": [[time.time(), cumulative WAL bytes, commits], ...]} (on
 """
 import json
 import os
-import sqlite3
 import struct
 import sys
 import time
 
+import apputil  # noqa: E402 (bench/, next to this script)
+
 mode, seconds, db = sys.argv[1], float(sys.argv[2]), sys.argv[3]
-if mode == "walship":
-    loader = sqlite3.connect(":memory:")
-    loader.enable_load_extension(True)
-    loader.load_extension(sys.argv[4])
-    con = sqlite3.connect(f"file:{db}?vfs=walship", uri=True, isolation_level=None)
-else:
-    con = sqlite3.connect(db, isolation_level=None)
+con, loader = apputil.connect(mode, db, sys.argv[4] if mode == "walship" else None)
 con.execute("SELECT count(*) FROM t").fetchone()  # opens the WAL and -shm
 shm = os.open(db + "-shm", os.O_RDONLY)
 page = con.execute("PRAGMA page_size").fetchone()[0]

@@ -9,18 +9,13 @@ COMMIT returns (replication continues in the background, as it does for the app)
 import json
 import os
 import resource
-import sqlite3
 import sys
 import time
 
+import apputil  # noqa: E402 (bench/, next to this script)
+
 mode, kind, n, sync, db = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
-if mode == "walship":
-    loader = sqlite3.connect(":memory:")
-    loader.enable_load_extension(True)
-    loader.load_extension(sys.argv[6])
-    con = sqlite3.connect(f"file:{db}?vfs=walship", uri=True, isolation_level=None)
-else:
-    con = sqlite3.connect(db, isolation_level=None)
+con, loader = apputil.connect(mode, db, sys.argv[6] if mode == "walship" else None)
 con.execute("PRAGMA journal_mode=WAL")
 con.execute(f"PRAGMA synchronous={sync}")
 con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER, v TEXT)")
