@@ -54,7 +54,8 @@ def main():
         "machines; ratios compare runs interleaved in the same session.",
         "",
     ]
-    Path(a.out).write_text("\n".join(head) + "\n" + "\n".join(parts))
+    notes = (ROOT / "bench" / "notes.md").read_text() if not a.only else ""
+    Path(a.out).write_text("\n".join(head) + "\n" + "\n".join(parts) + "\n" + notes)
     print(f"wrote {a.out}")
 
 
