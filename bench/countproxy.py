@@ -18,6 +18,11 @@ import socket
 import threading
 import time
 from urllib.parse import parse_qs, urlsplit
+from pathlib import Path
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "python"))
+from faultproxy import pipe  # noqa: E402 (the same byte pump the fault-injection tests use)
 
 
 class CountProxy:
@@ -49,30 +54,13 @@ class CountProxy:
         except OSError:
             client.close()
             return
-        threading.Thread(target=self._pipe, args=(server, client), daemon=True).start()
+        threading.Thread(target=pipe, args=(server, client), daemon=True).start()
         try:
             self._requests(client, server)
         except (OSError, ValueError):
             pass
         finally:
             for s in (client, server):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    @staticmethod
-    def _pipe(a, b):
-        try:
-            while True:
-                data = a.recv(65536)
-                if not data:
-                    break
-                b.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (a, b):
                 try:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:

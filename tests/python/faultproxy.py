@@ -8,6 +8,24 @@ import socket
 import threading
 
 
+def pipe(a, b):
+    """Copies bytes from socket a to socket b until either side closes, then shuts both down."""
+    try:
+        while True:
+            data = a.recv(65536)
+            if not data:
+                break
+            b.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 class FaultProxy:
     def __init__(self, target_port: int):
         self.target = ("127.0.0.1", target_port)
@@ -42,24 +60,8 @@ class FaultProxy:
             client.close()
             return
 
-        def copy(a, b):
-            try:
-                while True:
-                    data = a.recv(65536)
-                    if not data:
-                        break
-                    b.sendall(data)
-            except OSError:
-                pass
-            finally:
-                for s in (a, b):
-                    try:
-                        s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-        threading.Thread(target=copy, args=(server, client), daemon=True).start()
-        copy(client, server)
+        threading.Thread(target=pipe, args=(server, client), daemon=True).start()
+        pipe(client, server)
 
     def stop(self):
         self._stop.set()
