@@ -148,8 +148,14 @@ impl Handle {
         }));
         let limit = settings.queue_limit;
         let wake = Arc::new(Wake::default());
-        let mut s = Shipper::new(settings, storage, rx, queued.clone(), status.clone());
-        s.wake = wake.clone();
+        let mut s = Shipper::new(
+            settings,
+            storage,
+            rx,
+            wake.clone(),
+            queued.clone(),
+            status.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name("walship-shipper".into())
             .spawn(move || s.run())

@@ -87,6 +87,7 @@ impl Shipper {
         s: Settings,
         storage: Box<dyn Storage>,
         rx: Receiver<Msg>,
+        wake: Arc<Wake>,
         queued: Arc<AtomicUsize>,
         status: Arc<Mutex<Status>>,
     ) -> Shipper {
@@ -98,7 +99,7 @@ impl Shipper {
             s,
             storage,
             rx,
-            wake: Arc::new(Wake::default()),
+            wake,
             queued,
             status,
             replica: None,
@@ -127,19 +128,8 @@ impl Shipper {
             match msg {
                 Ok(Msg::Event(e)) => {
                     self.on_event(e);
-                    // Take what else is queued in one go: the clock and schedule checks below
-                    // are per wakeup, not per commit.
-                    for _ in 0..4096 {
-                        match self.rx.try_recv() {
-                            Ok(Msg::Event(e)) => self.on_event(e),
-                            // After everything deferred: it arrived later.
-                            Ok(other) => {
-                                self.deferred.insert(0, other);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
+                    // The clock and schedule checks below are per wakeup, not per commit.
+                    self.take_queued_events();
                 }
                 Ok(Msg::Flush(ack)) => {
                     let r = self.sync_all();
@@ -433,12 +423,14 @@ impl Shipper {
         }
     }
 
-    /// Moves every event waiting in the queue into the batch; other messages wait their turn.
+    /// Moves the events queued now into the batch (not those sent meanwhile, so a busy app
+    /// cannot keep this going); other messages wait their turn, after anything deferred.
     fn take_queued_events(&mut self) {
-        while let Ok(m) = self.rx.try_recv() {
-            match m {
-                Msg::Event(e) => self.on_event(e),
-                other => self.deferred.insert(0, other),
+        for _ in 0..self.rx.len() {
+            match self.rx.try_recv() {
+                Ok(Msg::Event(e)) => self.on_event(e),
+                Ok(other) => self.deferred.insert(0, other),
+                Err(_) => break,
             }
         }
     }
