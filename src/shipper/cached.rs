@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -28,13 +29,14 @@ struct Known {
     /// Level → files by (min, max) TXID (snapshots all start at TXID 1).
     levels: BTreeMap<u8, BTreeMap<(u64, u64), FileInfo>>,
     loaded_at: Instant,
-    local_bytes: u64,
 }
 
 pub struct Cached {
     inner: Box<dyn Storage>,
     dir: PathBuf,
     known: Mutex<Option<Known>>,
+    /// Bytes of level-0 copies on disk.
+    local_bytes: AtomicU64,
 }
 
 impl Cached {
@@ -45,6 +47,7 @@ impl Cached {
             inner,
             dir,
             known: Mutex::new(None),
+            local_bytes: AtomicU64::new(0),
         }
     }
 
@@ -82,11 +85,9 @@ impl Storage for Cached {
             let mut k = self.known();
             let fresh = k.as_ref().is_some_and(|k| k.loaded_at.elapsed() < REFRESH);
             if !fresh {
-                let local_bytes = k.as_ref().map_or(0, |k| k.local_bytes);
                 *k = Some(Known {
                     levels: BTreeMap::new(),
                     loaded_at: Instant::now(),
-                    local_bytes,
                 });
             }
             if let Some(files) = k.as_ref().and_then(|k| k.levels.get(&level)) {
@@ -114,8 +115,8 @@ impl Storage for Cached {
         timestamp_ms: i64,
         src: &mut dyn Read,
     ) -> Result<u64, StorageError> {
-        let room = self.known().as_ref().map_or(0, |k| k.local_bytes) < MAX_LOCAL_BYTES;
-        let (size, copied) = if level == 0 && room {
+        let room = self.local_bytes.load(Ordering::Relaxed) < MAX_LOCAL_BYTES;
+        let size = if level == 0 && room {
             let mut bytes = Vec::new();
             src.read_to_end(&mut bytes)
                 .map_err(|source| StorageError::Io {
@@ -132,16 +133,18 @@ impl Storage for Cached {
                 &mut bytes.as_slice(),
             ))?;
             // Best effort: without the copy, compaction reads the file from storage.
-            let copied = fs::create_dir_all(&self.dir)
+            if fs::create_dir_all(&self.dir)
                 .and_then(|_| fs::write(self.local(min_txid, max_txid), &bytes))
-                .is_ok();
-            (size, copied.then_some(bytes.len() as u64))
+                .is_ok()
+            {
+                self.local_bytes
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            }
+            size
         } else {
-            let size = self.note(self.inner.put(level, min_txid, max_txid, timestamp_ms, src))?;
-            (size, None)
+            self.note(self.inner.put(level, min_txid, max_txid, timestamp_ms, src))?
         };
         if let Some(k) = self.known().as_mut() {
-            k.local_bytes += copied.unwrap_or(0);
             if let Some(files) = k.levels.get_mut(&level) {
                 files.insert(
                     (min_txid, max_txid),
@@ -181,8 +184,10 @@ impl Storage for Cached {
         } else {
             0
         };
+        if freed > 0 {
+            self.local_bytes.fetch_sub(freed, Ordering::Relaxed);
+        }
         if let Some(k) = self.known().as_mut() {
-            k.local_bytes = k.local_bytes.saturating_sub(freed);
             if let Some(files) = k.levels.get_mut(&level) {
                 files.remove(&(min_txid, max_txid));
             }
