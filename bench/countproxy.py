@@ -22,33 +22,19 @@ from pathlib import Path
 import sys
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "python"))
-from faultproxy import pipe  # noqa: E402 (the same byte pump the fault-injection tests use)
+from faultproxy import FaultProxy, pipe  # noqa: E402 (the fault-injection tests' proxy)
 
 
-class CountProxy:
+class CountProxy(FaultProxy):
+    """FaultProxy's listener and byte pump, with every request counted on its way through."""
+
     def __init__(self, target_port: int):
-        self.target = ("127.0.0.1", target_port)
         self.events = []  # (time.time(), kind, body bytes, deleted keys)
         self.lock = threading.Lock()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
+        super().__init__(target_port)
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._stop = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
 
-    def _serve(self):
-        self.sock.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._conn, args=(conn,), daemon=True).start()
-
-    def _conn(self, client):
+    def _forward(self, client):
         try:
             server = socket.create_connection(self.target, timeout=60)
         except OSError:
@@ -164,6 +150,3 @@ class CountProxy:
                 c[2] += deleted
         return out
 
-    def stop(self):
-        self._stop.set()
-        self.sock.close()

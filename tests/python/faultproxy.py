@@ -51,9 +51,10 @@ class FaultProxy:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 conn.close()
                 continue
-            threading.Thread(target=self._pipe, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._forward, args=(conn,), daemon=True).start()
 
-    def _pipe(self, client):
+    def _forward(self, client):
+        """Serves one accepted connection (subclasses may inspect what passes)."""
         try:
             server = socket.create_connection(self.target, timeout=10)
         except OSError:
