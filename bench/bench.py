@@ -3,6 +3,7 @@ writing BENCHMARKS.md. Each section is a module `bench/sec_*.py` (see common.py)
 starts the shared S3 server (moto on 127.0.0.1), runs the sections in order and writes the report.
 
 usage: bench.py [--quick] [--only NAME[,NAME]] [--out BENCHMARKS.md]
+  --only re-measures the named sections and replaces them in an existing report
 """
 import argparse
 import importlib
@@ -54,9 +55,28 @@ def main():
         "machines; ratios compare runs interleaved in the same session.",
         "",
     ]
-    notes = (ROOT / "bench" / "notes.md").read_text() if not a.only else ""
-    Path(a.out).write_text("\n".join(head) + "\n" + "\n".join(parts) + "\n" + notes)
+    out = Path(a.out)
+    if a.only and out.exists():
+        # One section re-measured: it replaces its namesake in the full report; the rest stays.
+        text = out.read_text()
+        for part in parts:
+            text = splice(text, part)
+        out.write_text(text)
+    else:
+        notes = (ROOT / "bench" / "notes.md").read_text() if not a.only else ""
+        out.write_text("\n".join(head) + "\n" + "\n".join(parts) + "\n" + notes)
     print(f"wrote {a.out}")
+
+
+def splice(report, part):
+    """`report` with the section that starts like `part` ("## 1.") replaced by `part`."""
+    key = part.split(" ", 2)[:2]  # ["##", "1."]
+    lines = report.split("\n")
+    start = next((i for i, l in enumerate(lines) if l.split(" ", 2)[:2] == key), None)
+    if start is None:
+        sys.exit(f"{' '.join(key)} is not in the report; run the whole of make bench instead")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "\n".join(lines[:start] + part.rstrip("\n").split("\n") + [""] + lines[end:])
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@
 use std::sync::Mutex;
 
 /// Idle buffers kept at most: beyond this, given-back buffers are freed.
-const MAX_BYTES: usize = 1 << 20;
+/// Twice what the queue holds before the shipper is woken to merge it (`handle.rs`).
+const MAX_BYTES: usize = 2 << 20;
 
 struct Idle {
     bufs: Vec<Box<[u8]>>,

@@ -104,6 +104,11 @@ pub fn status_file(work_dir: &std::path::Path) -> PathBuf {
 /// Messages in the queue past which a sender wakes the shipper (the queue holds 65 536).
 const WAKE_LEN: usize = 8192;
 
+/// Queued bytes past which a sender wakes the shipper to merge them into its batch: small
+/// enough that page buffers go back to the pool (`pool.rs`) while still warm in cache, large
+/// enough that one-row commits wake it once per ~100 commits, not per commit.
+const WAKE_BYTES: usize = 1 << 20;
+
 /// Shared between the senders and the shipper thread: how to wake it and whether it wants to be.
 #[derive(Default)]
 pub(super) struct Wake {
@@ -201,7 +206,7 @@ impl Handle {
                 if (self.wake.idle.load(Ordering::SeqCst)
                     && self.wake.idle.swap(false, Ordering::SeqCst))
                     || self.tx.len() >= WAKE_LEN
-                    || queued >= self.limit / 8
+                    || queued >= WAKE_BYTES.min(self.limit / 8)
                 {
                     self.wake.wake();
                 }

@@ -177,9 +177,12 @@ impl Shipper {
             Err(RecvTimeoutError::Timeout) if !wait.is_zero() => {}
             r => return r,
         }
-        self.wake
-            .idle
-            .store(self.batch.is_empty(), Ordering::SeqCst);
+        // Idle means the next commit would open a batch. While a snapshot is due, commits are
+        // only drained (the snapshot reads the files), so they need not wake this thread.
+        self.wake.idle.store(
+            self.batch.is_empty() && self.need_snapshot.is_none(),
+            Ordering::SeqCst,
+        );
         if self.rx.is_empty() && !closed() {
             std::thread::park_timeout(wait);
         }
