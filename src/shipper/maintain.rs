@@ -233,6 +233,7 @@ impl Maintenance {
         if upto == 0 {
             return Ok(());
         }
+        log::debug!("retention: deleting level-0 files up to TXID {upto:016x} (compacted)");
         for f in storage
             .list(0)
             .map_err(|e| e.to_string())?
@@ -271,6 +272,7 @@ impl Maintenance {
         else {
             return Ok(()); // every snapshot is inside the window: nothing is old enough
         };
+        log::debug!("retention: deleting what only serves points before snapshot {base:016x}");
         for (f, _) in snaps.iter().filter(|(f, _)| f.max_txid < base) {
             storage
                 .delete(SNAPSHOT_LEVEL, f.min_txid, f.max_txid)
