@@ -43,3 +43,18 @@ pub fn init() {
         log::set_max_level(level_from_env());
     }
 }
+
+/// Logs `message` as a warning the first time `key` is seen in this process, and never again:
+/// for conditions that persist (an unwritable directory) and would otherwise repeat every sync.
+pub fn warn_once(key: &str, message: impl FnOnce() -> String) {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if seen
+        .get_or_insert_with(HashSet::new)
+        .insert(key.to_string())
+    {
+        log::warn!("{}", message());
+    }
+}

@@ -76,22 +76,57 @@ fn stat_key(p: &str) -> Option<(i64, i64, u64, u64)> {
         .map(|m| (m.mtime(), m.mtime_nsec(), m.size(), m.ino()))
 }
 
-/// Reads a consistent image of `db_path` into a temporary file in `work_dir`.
+impl SnapshotError {
+    /// The image could not be written locally (a full or read-only directory), as opposed to
+    /// the database being unreadable.
+    fn is_local_disk(&self) -> bool {
+        matches!(self, SnapshotError::Io { what, .. } if matches!(*what,
+            "create work directory" | "create image file" | "write image" | "truncate image"))
+    }
+}
+
+/// Reads a consistent image of `db_path` into a temporary file in `work_dir`, or, when that
+/// directory is full or read-only, in the system's temporary directory (said once).
 pub fn take(db_path: &str, work_dir: &Path) -> Result<Image, SnapshotError> {
+    match take_in(db_path, work_dir, "snapshot.tmp") {
+        Err(e) if e.is_local_disk() => {
+            let tmp = std::env::temp_dir();
+            crate::logging::warn_once(&format!("snapshot {}", work_dir.display()), || {
+                format!(
+                    "{db_path}: cannot write the snapshot image in {} ({e}); using {} instead. \
+                     Free space there or make it writable",
+                    work_dir.display(),
+                    tmp.display()
+                )
+            });
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = format!("walship-{}-{n}-snapshot.tmp", std::process::id());
+            take_in(db_path, &tmp, &name)
+        }
+        r => r,
+    }
+}
+
+fn take_in(db_path: &str, dir: &Path, name: &str) -> Result<Image, SnapshotError> {
     const TRIES: u32 = 20;
     for attempt in 0..TRIES {
-        if let Some(img) = try_take(db_path, work_dir)? {
+        let got = try_take(db_path, dir, name).inspect_err(|_| {
+            let _ = fs::remove_file(dir.join(name)); // a partial image only takes space
+        });
+        if let Some(img) = got? {
             return Ok(img);
         }
         std::thread::sleep(std::time::Duration::from_millis(5 << attempt.min(6)));
     }
+    let _ = fs::remove_file(dir.join(name));
     Err(SnapshotError::Unstable {
         db: db_path.into(),
         tries: TRIES,
     })
 }
 
-fn try_take(db_path: &str, work_dir: &Path) -> Result<Option<Image>, SnapshotError> {
+fn try_take(db_path: &str, work_dir: &Path, name: &str) -> Result<Option<Image>, SnapshotError> {
     let io = |what: &'static str| {
         move |e: std::io::Error| SnapshotError::Io {
             db: db_path.into(),
@@ -111,7 +146,7 @@ fn try_take(db_path: &str, work_dir: &Path) -> Result<Option<Image>, SnapshotErr
         })?;
 
     fs::create_dir_all(work_dir).map_err(io("create work directory"))?;
-    let path = work_dir.join("snapshot.tmp");
+    let path = work_dir.join(name);
     let mut out = fs::OpenOptions::new()
         .read(true)
         .write(true)

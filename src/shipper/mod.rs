@@ -275,11 +275,19 @@ impl Shipper {
         let json = st.to_json(&self.s.db_path, running);
         let path = status_file(&self.s.work_dir);
         let tmp = path.with_extension("json.tmp");
-        if std::fs::create_dir_all(&self.s.work_dir)
+        let r = std::fs::create_dir_all(&self.s.work_dir)
             .and_then(|_| std::fs::write(&tmp, json))
-            .is_ok()
-        {
-            let _ = std::fs::rename(&tmp, &path);
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&tmp);
+            crate::logging::warn_once(&format!("status {}", path.display()), || {
+                format!(
+                    "{}: cannot write {} ({e}); `walship status` will not show this database \
+                     (SELECT walship_status() still does)",
+                    self.s.db_path,
+                    path.display()
+                )
+            });
         }
     }
 

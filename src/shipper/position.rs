@@ -201,8 +201,36 @@ impl Shipper {
         txid: u64,
         taken_at: i64,
     ) -> Result<(), String> {
-        let tmp_path = self.s.work_dir.join("snapshot.ltx.tmp");
-        let r = encode::snapshot(img, txid, taken_at, &tmp_path).and_then(|mut f| {
+        // Beside the image (in walship's directory, or the system's temporary one when that is
+        // full or read-only: `snapshot::take`), and in the temporary one if it fills up here.
+        let mut tmp_path = img.path.with_extension("ltx.tmp");
+        let mut encoded = encode::snapshot(img, txid, taken_at, &tmp_path);
+        let fallback = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.s.db_path.hash(&mut h); // one name per database and process
+            let name = format!(
+                "walship-{}-{:016x}-snapshot.ltx.tmp",
+                std::process::id(),
+                h.finish()
+            );
+            std::env::temp_dir().join(name)
+        };
+        if let Err(e) = &encoded {
+            if tmp_path != fallback {
+                crate::logging::warn_once(&format!("snapshot.ltx {}", tmp_path.display()), || {
+                    format!(
+                        "{}: {e}; encoding snapshots in {} instead",
+                        self.s.db_path,
+                        fallback.display()
+                    )
+                });
+                let _ = std::fs::remove_file(&tmp_path);
+                tmp_path = fallback;
+                encoded = encode::snapshot(img, txid, taken_at, &tmp_path);
+            }
+        }
+        let r = encoded.and_then(|mut f| {
             self.storage
                 .put(SNAPSHOT_LEVEL, 1, txid, taken_at, &mut f)
                 .map(|_| ())

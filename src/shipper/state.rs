@@ -110,11 +110,18 @@ pub fn load_sums(dir: &Path, db_size: u32, checksum: u64) -> Option<Vec<u64>> {
 
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) {
     let tmp = dir.join(format!("{name}.tmp"));
-    if fs::create_dir_all(dir)
+    let r = fs::create_dir_all(dir)
         .and_then(|_| fs::write(&tmp, bytes))
-        .is_ok()
-    {
-        let _ = fs::rename(&tmp, dir.join(name));
+        .and_then(|_| fs::rename(&tmp, dir.join(name)));
+    if let Err(e) = r {
+        let _ = fs::remove_file(&tmp);
+        crate::logging::warn_once(&format!("state {}", dir.display()), || {
+            format!(
+                "{}: cannot write walship's local state ({e}). Replication goes on, but after a \
+                 restart it begins with a new snapshot; make the directory writable or free space",
+                dir.display()
+            )
+        });
     }
 }
 

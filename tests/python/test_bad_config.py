@@ -23,6 +23,11 @@ CASES = {
     "yaml": ("dbs:\n  - path: {db}\n    replica: [unclosed\n", ["litestream.yml:4:", "invalid YAML"]),
     "duration": ("dbs:\n  - path: {db}\n    replica:\n      type: file\n      path: {dir}/r\n      sync-interval: 10\n",
                  ["sync-interval", "10s"]),
+    "unknown-type": ("dbs:\n  - path: {db}\n    replica:\n      type: ftp\n      path: /x\n", ["ftp", "type"]),
+    "negative-duration": ("dbs:\n  - path: {db}\n    replica:\n      type: file\n      path: {dir}/r\n"
+                          "      sync-interval: -5s\n", ["sync-interval", "-5s"]),
+    "unit-duration": ("dbs:\n  - path: {db}\n    replica:\n      type: file\n      path: {dir}/r\n"
+                      "      retention: 5 parsecs\n", ["retention", "parsecs"]),
     "unset-var": ("dbs:\n  - path: {db}\n    replica:\n      type: s3\n      bucket: ${{WALSHIP_TEST_UNSET_BUCKET}}\n",
                   ["WALSHIP_TEST_UNSET_BUCKET", "not set"]),
 }
