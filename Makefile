@@ -2,7 +2,7 @@
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: all build test test-rust test-e2e demo bench bench-quick clean fmt lint
+.PHONY: all build test test-rust test-e2e demo torture bench bench-quick clean fmt lint
 
 all: build
 
@@ -22,6 +22,10 @@ test-e2e:
 ## demo: write a database through the extension in the sqlite3 shell, restore it, compare
 demo: build
 	bash scripts/demo.sh
+
+## torture: the long reliability runs (not part of `make test`): 1000 SIGKILLs of a writing app
+torture: build
+	WALSHIP_TORTURE_KILLS=$${WALSHIP_TORTURE_KILLS:-1000} $(PYTHON) -m pytest tests/python/test_torture.py -q -s -p no:cacheprovider
 
 ## bench: benchmarks against plain SQLite, written to BENCHMARKS.md (not part of `make test`)
 bench: build
