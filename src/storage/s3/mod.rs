@@ -394,6 +394,7 @@ impl Storage for S3Storage {
             len,
             etag,
             resumes: 0,
+            resumed_at: 0,
         }))
     }
 
