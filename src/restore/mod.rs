@@ -337,6 +337,19 @@ impl RestoreError {
         }
     }
 
+    /// For an error naming a damaged file: what is wrong with it, without the replica or
+    /// the hint (`is corrupt: LTX file checksum mismatch: ...`).
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            RestoreError::Corrupt { source, .. } => Some(format!("is corrupt: {source}")),
+            RestoreError::Inconsistent { detail, .. } => {
+                Some(format!("does not fit the restore: {detail}"))
+            }
+            RestoreError::Read { source, .. } => Some(format!("cannot be read: {source}")),
+            _ => None,
+        }
+    }
+
     /// Whether fetching the file again may succeed: the download broke, or the store
     /// answered with a transient failure after its own retries.
     pub(crate) fn is_transient(&self) -> bool {

@@ -28,8 +28,20 @@ pub struct Damage {
     pub level: u8,
     pub min_txid: u64,
     pub max_txid: u64,
-    /// The error the file caused (names the object, the range and what is wrong).
+    /// What is wrong with it (`is corrupt: ...`, `does not fit the restore: ...`).
+    pub problem: String,
+    /// The whole error the file caused (names the replica, object, range, and a hint).
     pub error: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (TXIDs {:016x}..={:016x}) {}",
+            self.object, self.min_txid, self.max_txid, self.problem
+        )
+    }
 }
 
 /// What [`apply_last_consistent`] restored.
@@ -48,19 +60,22 @@ impl Recovered {
         self.applied.txid < self.plan.target_txid
     }
 
-    /// Why the image stops where it does (`None` when it reached the target).
+    /// Why the image stops where it does (`None` when it reached the target): the damaged
+    /// file that would have come next, else the gap the plan stopped at.
     pub fn reason(&self) -> Option<String> {
         if !self.stopped_short() {
             return None;
         }
-        let mut why = Vec::new();
-        if let Some(first) = self.damaged.first() {
-            why.push(first.error.clone());
+        let next = self.applied.txid + 1;
+        let blocking = self
+            .damaged
+            .iter()
+            .find(|d| d.min_txid <= next && d.max_txid >= next);
+        match (blocking, &self.plan.shortfall) {
+            (Some(d), _) => Some(d.to_string()),
+            (None, Some(s)) => Some(s.clone()),
+            (None, None) => self.damaged.first().map(Damage::to_string),
         }
-        if let Some(s) = &self.plan.shortfall {
-            why.push(s.clone());
-        }
-        Some(why.join("; then: "))
     }
 }
 
@@ -105,6 +120,7 @@ pub fn apply_last_consistent(
                     level,
                     min_txid,
                     max_txid,
+                    problem: e.problem().unwrap_or_else(|| e.to_string()),
                     error: e.to_string(),
                 });
                 popts.exclude.insert(k);
@@ -116,7 +132,7 @@ pub fn apply_last_consistent(
                 ) => {
                     return Err(RestoreError::NothingConsistent {
                         replica: listing.replica.clone(),
-                        first: first.error.clone(),
+                        first: first.to_string(),
                         source: Box::new(e),
                     })
                 }

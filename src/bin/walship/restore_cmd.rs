@@ -195,7 +195,7 @@ pub fn run(argv: &[String]) -> Result<(), CmdError> {
             restore::apply_last_consistent(storage, &listing, target, &tmp.0, &opts, &mut progress)
                 .map_err(anyhow::Error::from)?;
         for d in &r.damaged {
-            eprintln!("set aside {}: {}", d.object, d.error);
+            eprintln!("set aside {d}");
         }
         let stopped = r.reason().map(|why| {
             format!(
@@ -263,7 +263,6 @@ pub fn run(argv: &[String]) -> Result<(), CmdError> {
     );
     if let Some(s) = stopped {
         println!("-last-consistent: {s}");
-        eprintln!("warning: -last-consistent: {s}");
     }
     Ok(())
 }
