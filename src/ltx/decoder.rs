@@ -5,7 +5,7 @@ use std::io::{ErrorKind, Read};
 use super::checksum::{hasher, DbChecksum, Hasher};
 use super::{
     check_page_order, lz4frame, snapshot_last_pgno, Header, LtxError, Trailer, CHECKSUM_FLAG,
-    HEADER_SIZE, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE, TRAILER_SIZE,
+    HEADER_SIZE, MAGIC, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE, TRAILER_SIZE,
 };
 
 /// A reader that counts what it consumed and turns early EOF into
@@ -20,25 +20,34 @@ impl<R: Read> Src<R> {
         Src { r, pos: 0 }
     }
 
+    /// Fills `buf`. At end of input the error's offset is where the input ended (the
+    /// truncation point), not where the section started.
     pub(super) fn read_exact(
         &mut self,
         buf: &mut [u8],
         section: &'static str,
     ) -> Result<(), LtxError> {
-        match self.r.read_exact(buf) {
-            Ok(()) => {
-                self.pos += buf.len() as u64;
-                Ok(())
+        let mut n = 0;
+        while n < buf.len() {
+            match self.r.read(&mut buf[n..]) {
+                Ok(0) => {
+                    return Err(LtxError::Truncated {
+                        section,
+                        offset: self.pos + n as u64,
+                    })
+                }
+                Ok(k) => n += k,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(LtxError::Io {
+                        context: "reading an LTX file",
+                        source,
+                    })
+                }
             }
-            Err(e) if e.kind() == ErrorKind::UnexpectedEof => Err(LtxError::Truncated {
-                section,
-                offset: self.pos,
-            }),
-            Err(source) => Err(LtxError::Io {
-                context: "reading an LTX file",
-                source,
-            }),
         }
+        self.pos += buf.len() as u64;
+        Ok(())
     }
 
     /// True if the underlying reader is at its end.
@@ -95,7 +104,17 @@ impl<R: Read> Decoder<R> {
     pub fn new(r: R) -> Result<Self, LtxError> {
         let mut src = Src::new(r);
         let mut b = [0u8; HEADER_SIZE];
-        src.read_exact(&mut b, "header")?;
+        if let Err(e) = src.read_exact(&mut b, "header") {
+            // A short file that does not even start like an LTX file is not a truncated one.
+            if let LtxError::Truncated { offset, .. } = e {
+                let n = (offset as usize).min(MAGIC.len());
+                if b[..n] != MAGIC[..n] {
+                    let found = [b[0], b[1], b[2], b[3]];
+                    return Err(LtxError::BadMagic { found });
+                }
+            }
+            return Err(e);
+        }
         let header = Header::decode(&b)?;
         header.validate()?;
         let mut hash = hasher();

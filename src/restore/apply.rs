@@ -13,7 +13,10 @@
 //! snapshot's page size. Pages are written at `(pgno - 1) * page_size` (contiguous pages in
 //! one write); after each file the image is cut or extended to `commit` pages. Pages reach
 //! the image before their file's checksum is verified, so an error leaves a partial image:
-//! the caller must discard `out_path` when [`apply`] fails.
+//! the caller must discard `out_path` when [`apply`] fails. A file whose download breaks
+//! (after the backend's retries and ranged resumes) is fetched again from its start, up to
+//! [`OBJECT_ATTEMPTS`] times, and applied again; a file that arrives whole but fails its
+//! checks is never retried: it is damaged.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -153,14 +156,39 @@ pub fn apply_with(
         };
         for (i, pf) in plan.files.iter().enumerate() {
             let info = &pf.info;
-            let (h, pages) = if prefetch[i] {
-                let data = shared.take(i)?;
-                image.apply_file(&plan.replica, info, i, &data[..])?
-            } else {
-                let r = storage
-                    .open(info.level, info.min_txid, info.max_txid)
-                    .map_err(|e| RestoreError::read(&plan.replica, info, e))?;
-                image.apply_file(&plan.replica, info, i, super::readahead::read_ahead(r))?
+            let mut attempt = 1;
+            let (h, pages) = loop {
+                let r = if prefetch[i] && attempt == 1 {
+                    shared
+                        .take(i)
+                        .and_then(|data| image.apply_file(&plan.replica, info, i, &data[..]))
+                } else {
+                    storage
+                        .open(info.level, info.min_txid, info.max_txid)
+                        .map_err(|e| RestoreError::read(&plan.replica, info, e))
+                        .and_then(|r| {
+                            let r = super::readahead::read_ahead(r);
+                            image.apply_file(&plan.replica, info, i, r)
+                        })
+                };
+                match r {
+                    Ok(done) => break done,
+                    // A broken download (after the backend's own retries and resumes) is
+                    // fetched again from the start: what was applied of it came intact from
+                    // the same object, and applying it again rewrites the same pages.
+                    Err(e) if e.is_transient() && attempt < OBJECT_ATTEMPTS => {
+                        log::warn!(
+                            "{}: fetching {} again (attempt {} of {OBJECT_ATTEMPTS}): {e}",
+                            plan.replica,
+                            super::object_name(info),
+                            attempt + 1
+                        );
+                        std::thread::sleep(std::time::Duration::from_millis(500 << attempt));
+                        attempt += 1;
+                    }
+                    Err(e) if i > 0 => return Err(e.after(done.txid)),
+                    Err(e) => return Err(e),
+                }
             };
             shared.applied(i + 1);
             done = Applied {
@@ -214,6 +242,10 @@ struct Image<'a> {
     page: Vec<u8>,
 }
 
+/// Times one file is fetched when its download keeps breaking (each fetch itself retries and
+/// resumes in the storage backend).
+const OBJECT_ATTEMPTS: u32 = 3;
+
 /// Contiguous pages are written together, up to this many bytes at once.
 const RUN_BYTES: usize = 1 << 20;
 
@@ -238,8 +270,8 @@ impl Image<'_> {
             self.page = vec![0; h.page_size as usize];
         } else if h.page_size != self.page_size {
             let detail = format!(
-                "its page size is {}, but the files before it have {}",
-                h.page_size, self.page_size
+                "page size {} vs {}: its page size is {}, but the files before it have {}",
+                h.page_size, self.page_size, h.page_size, self.page_size
             );
             return Err(RestoreError::inconsistent(replica, info, detail));
         }
@@ -356,14 +388,11 @@ impl Shared {
                         super::object_name(info)
                     )))
                 });
-            let failed = r.is_err();
+            // A failure is the applier's to handle when it gets there (it may fetch the file
+            // again), so later files keep downloading within the window.
             let mut st = self.lock();
             st.ready.insert(i, r);
             self.cv.notify_all();
-            if failed {
-                // The applier reports it when it gets there; downloading more is pointless.
-                return;
-            }
         }
     }
 

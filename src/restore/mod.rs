@@ -23,10 +23,21 @@
 //! * A file cannot be applied partially, so a file that straddles the target TXID is unusable;
 //!   if no smaller files cover the target exactly, that is [`RestoreError::NotExact`].
 //! * After each file the image is truncated or extended to the file's `commit` pages.
+//!
+//! # Damaged replicas
+//! Every error about a file names it (`ltx/<level>/<min>-<max>.ltx`), its TXID range and what
+//! is wrong with it. By default a restore refuses: a gap, a file failing its checksum, a
+//! truncated file, a file of another page size or whose header contradicts its name. With
+//! [`apply_last_consistent`] (the CLI's `-last-consistent`) each such file is set aside, the
+//! plan is made again from the same listing without it, stopping at the last TXID the
+//! remaining files reach ([`PlanOptions::stop_at_gap`]), and the result says which files were
+//! set aside and where it stopped. Names that are not `<16 hex>-<16 hex>.ltx` are never
+//! listed by the storage backends, so foreign objects under the prefix are ignored.
 
 mod apply;
 mod plan;
 mod readahead;
+mod recover;
 mod time;
 
 use std::path::PathBuf;
@@ -35,7 +46,8 @@ use crate::ltx::{self, LtxError};
 use crate::storage::{FileInfo, StorageError};
 
 pub use apply::{apply, apply_with, Applied, ApplyOptions, Progress};
-pub use plan::{plan, plan_levels, read_header};
+pub use plan::{list, plan, plan_levels, read_header, Listing, PlanOptions};
+pub use recover::{apply_last_consistent, Damage, Recovered};
 pub use time::{civil_from_days, days_from_civil, format_timestamp, parse_timestamp};
 
 /// Levels listed by [`plan`], in listing order: snapshots, then compactions L3..L1, then L0.
@@ -86,6 +98,10 @@ pub struct Plan {
     pub latest_txid: u64,
     /// How many files the replica holds over the listed levels.
     pub files_listed: usize,
+    /// The TXID the target resolved to (`txid` unless the plan stops short).
+    pub target_txid: u64,
+    /// Why the plan ends before `target_txid` (only with [`PlanOptions::stop_at_gap`]).
+    pub shortfall: Option<String>,
 }
 
 impl Plan {
@@ -97,11 +113,11 @@ impl Plan {
 
 /// `ltx/<level>/<min>-<max>.ltx`: a file's key inside its replica.
 pub fn object_name(info: &FileInfo) -> String {
-    format!(
-        "ltx/{}/{}",
-        info.level,
-        ltx::file_name(info.min_txid, info.max_txid)
-    )
+    object_name_of(info.level, info.min_txid, info.max_txid)
+}
+
+fn object_name_of(level: u8, min_txid: u64, max_txid: u64) -> String {
+    format!("ltx/{level}/{}", ltx::file_name(min_txid, max_txid))
 }
 
 fn range(min: u64, max: u64) -> String {
@@ -137,7 +153,7 @@ pub enum RestoreError {
         txid: u64,
         latest: u64,
     },
-    #[error("{replica} is missing {}: {before} is followed by {after}, so no chain of files reaches {target} (hint: files were deleted or not uploaded; restore a TXID up to {:016x} instead)",
+    #[error("{replica} is missing {}: {before} is followed by {after}, so no chain of files reaches {target} (hint: files were deleted or not uploaded; restore a TXID up to {:016x} with -txid, or pass -last-consistent to restore up to there)",
         range(*from, *to), from - 1)]
     Gap {
         replica: String,
@@ -158,13 +174,16 @@ pub enum RestoreError {
         below: u64,
         above: u64,
     },
-    #[error("reading {object} ({}) from {replica}: {source} (hint: check the replica is reachable; a missing file means it was deleted while restoring, retry)",
-        range(*min, *max))]
+    #[error("reading {object} ({}) from {replica}: {source} (hint: {})",
+        range(*min, *max), read_hint(source, *last_good))]
     Read {
         replica: String,
         object: String,
+        level: u8,
         min: u64,
         max: u64,
+        /// The TXID the restore had reached before this file, when it was being applied.
+        last_good: Option<u64>,
         #[source]
         source: Box<StorageError>,
     },
@@ -177,24 +196,37 @@ pub enum RestoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{object} ({}) in {replica} is corrupt: {source} (hint: the file was damaged in storage or in transit; restore an earlier TXID or time, or repair the replica)",
-        range(*min, *max))]
+    #[error("{object} ({}, {size} bytes) in {replica} is corrupt: {source} (hint: the file was damaged in storage or in transit; {})",
+        range(*min, *max), remedy(*last_good))]
     Corrupt {
         replica: String,
         object: String,
+        level: u8,
         min: u64,
         max: u64,
+        size: u64,
+        last_good: Option<u64>,
         #[source]
         source: Box<LtxError>,
     },
-    #[error("{object} ({}) in {replica} does not fit the restore: {detail} (hint: the replica mixes files from different databases or was edited by hand)",
-        range(*min, *max))]
+    #[error("{object} ({}) in {replica} does not fit the restore: {detail} (hint: the replica mixes files from different databases or was edited by hand; {})",
+        range(*min, *max), remedy(*last_good))]
     Inconsistent {
         replica: String,
         object: String,
+        level: u8,
         min: u64,
         max: u64,
+        last_good: Option<u64>,
         detail: String,
+    },
+    #[error("no consistent state of {replica} could be restored: {first}; after setting the damaged files aside: {source}")]
+    NothingConsistent {
+        replica: String,
+        /// What was wrong with the first damaged file.
+        first: String,
+        #[source]
+        source: Box<RestoreError>,
     },
     #[error("writing the restored image to {}: {source} (hint: check free space and permissions there)", path.display())]
     Output {
@@ -206,13 +238,35 @@ pub enum RestoreError {
     Internal(String),
 }
 
+/// What to do about a damaged or unfitting file, given the TXID restored before it.
+fn remedy(last_good: Option<u64>) -> String {
+    match last_good {
+        Some(t) => format!(
+            "pass -last-consistent to restore up to TXID {t:016x}, the last one before this file, or repair the replica"
+        ),
+        None => "pass -last-consistent to restore from an older snapshot if one is intact, restore an earlier -txid or -timestamp, or repair the replica".into(),
+    }
+}
+
+fn read_hint(source: &StorageError, last_good: Option<u64>) -> String {
+    match source {
+        StorageError::NotFound { .. } => format!(
+            "the file was listed but is gone: it was deleted while restoring (retry) or the replica lost it ({})",
+            remedy(last_good)
+        ),
+        _ => "check the replica is reachable".into(),
+    }
+}
+
 impl RestoreError {
     pub(crate) fn read(replica: &str, info: &FileInfo, source: StorageError) -> Self {
         RestoreError::Read {
             replica: replica.into(),
             object: object_name(info),
+            level: info.level,
             min: info.min_txid,
             max: info.max_txid,
+            last_good: None,
             source: Box::new(source),
         }
     }
@@ -230,8 +284,11 @@ impl RestoreError {
         RestoreError::Corrupt {
             replica: replica.into(),
             object: object_name(info),
+            level: info.level,
             min: info.min_txid,
             max: info.max_txid,
+            size: info.size,
+            last_good: None,
             source: Box::new(source),
         }
     }
@@ -239,9 +296,67 @@ impl RestoreError {
         RestoreError::Inconsistent {
             replica: replica.into(),
             object: object_name(info),
+            level: info.level,
             min: info.min_txid,
             max: info.max_txid,
+            last_good: None,
             detail,
+        }
+    }
+
+    /// Records the TXID the image had reached when this file failed (for the hint).
+    pub(crate) fn after(mut self, txid: u64) -> Self {
+        match &mut self {
+            RestoreError::Read { last_good, .. }
+            | RestoreError::Corrupt { last_good, .. }
+            | RestoreError::Inconsistent { last_good, .. } => *last_good = Some(txid),
+            _ => {}
+        }
+        self
+    }
+
+    /// The file (level, min TXID, max TXID) this error shows to be damaged, missing or
+    /// unfitting: one a restore to the last consistent point sets aside. `None` for errors
+    /// that say nothing about one file's content (network, output, planning).
+    pub fn damaged_file(&self) -> Option<(u8, u64, u64)> {
+        match self {
+            RestoreError::Corrupt {
+                level, min, max, ..
+            }
+            | RestoreError::Inconsistent {
+                level, min, max, ..
+            } => Some((*level, *min, *max)),
+            RestoreError::Read {
+                level,
+                min,
+                max,
+                source,
+                ..
+            } if matches!(**source, StorageError::NotFound { .. }) => Some((*level, *min, *max)),
+            _ => None,
+        }
+    }
+
+    /// For an error naming a damaged file: what is wrong with it, without the replica or
+    /// the hint (`is corrupt: LTX file checksum mismatch: ...`).
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            RestoreError::Corrupt { source, .. } => Some(format!("is corrupt: {source}")),
+            RestoreError::Inconsistent { detail, .. } => {
+                Some(format!("does not fit the restore: {detail}"))
+            }
+            RestoreError::Read { source, .. } => Some(format!("cannot be read: {source}")),
+            _ => None,
+        }
+    }
+
+    /// Whether fetching the file again may succeed: the download broke, or the store
+    /// answered with a transient failure after its own retries.
+    pub(crate) fn is_transient(&self) -> bool {
+        match self {
+            RestoreError::Download { .. } => true,
+            RestoreError::Read { source, .. } => source.is_transient(),
+            _ => false,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Choosing the files of a restore.
 //!
-//! 1. List each level once (default 9, 3, 2, 1, 0: at most five LIST calls). Names that do not
+//! 1. List each level once (default 9, 3, 2, 1, 0: at most five LIST calls), into a
+//!    [`Listing`] that later plans reuse (a restore to the last consistent point plans again
+//!    without the damaged files, but never lists again). Names that do not
 //!    parse, or have min > max or min 0, are ignored (the storage layer already skips
 //!    non-LTX names).
 //! 2. Resolve the target to a TXID. `Latest`: the newest max TXID anywhere. `Txid(t)`: `t`,
@@ -26,7 +28,7 @@
 //!    [`RestoreError::Gap`]. Runs in O(n log n) over all files: files sorted by min TXID are
 //!    admitted once each as `current` advances.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
 use super::{object_name, Plan, PlannedFile, RestoreError, Target, DEFAULT_LEVELS};
@@ -44,6 +46,30 @@ pub fn plan_levels(
     target: Target,
     levels: &[u8],
 ) -> Result<Plan, RestoreError> {
+    list(storage, levels)?.plan(storage, target, &PlanOptions::default())
+}
+
+/// What a replica holds over some levels: listed once, planned from as often as needed.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// `Storage::describe()` of the replica.
+    pub replica: String,
+    /// Every usable name listed (min TXID >= 1, min <= max), in listing order.
+    pub files: Vec<FileInfo>,
+}
+
+/// Choices for [`Listing::plan`].
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Files (level, min TXID, max TXID) never to use: known to be damaged or missing.
+    pub exclude: HashSet<(u8, u64, u64)>,
+    /// Instead of failing on a gap (or on a target only a straddling file reaches), plan up
+    /// to the last TXID reached and say why in [`Plan::shortfall`].
+    pub stop_at_gap: bool,
+}
+
+/// Lists `levels` (each once, in that order: one LIST per level).
+pub fn list(storage: &dyn Storage, levels: &[u8]) -> Result<Listing, RestoreError> {
     let replica = storage.describe();
     let mut files: Vec<FileInfo> = Vec::new();
     for &level in levels {
@@ -58,72 +84,108 @@ pub fn plan_levels(
                 .filter(|f| f.level == level && f.min_txid >= 1 && f.min_txid <= f.max_txid),
         );
     }
-    let Some(latest_txid) = files.iter().map(|f| f.max_txid).max() else {
+    if files.is_empty() {
         let levels = levels
             .iter()
             .map(u8::to_string)
             .collect::<Vec<_>>()
             .join(", ");
         return Err(RestoreError::NoFiles { replica, levels });
-    };
-    let mut headers = Headers {
-        storage,
-        replica: &replica,
-        cache: HashMap::new(),
-    };
+    }
+    Ok(Listing { replica, files })
+}
 
-    let target_txid = match target {
-        Target::Latest => latest_txid,
-        Target::Txid(t) if t > latest_txid => {
-            return Err(RestoreError::AfterLatest {
-                replica,
-                txid: t,
-                latest: latest_txid,
+impl Listing {
+    /// Picks the files that restore `target` (see the module comment); reads nothing but, for
+    /// a timestamp target, a few headers.
+    pub fn plan(
+        &self,
+        storage: &dyn Storage,
+        target: Target,
+        opts: &PlanOptions,
+    ) -> Result<Plan, RestoreError> {
+        let replica = self.replica.clone();
+        let Some(latest_txid) = self.files.iter().map(|f| f.max_txid).max() else {
+            return Err(RestoreError::Internal("the listing is empty".into()));
+        };
+        let files: Vec<FileInfo> = self
+            .files
+            .iter()
+            .filter(|f| !opts.exclude.contains(&key(f)))
+            .cloned()
+            .collect();
+        let mut headers = Headers {
+            storage,
+            replica: &replica,
+            cache: HashMap::new(),
+        };
+
+        let target_txid = match target {
+            Target::Latest => latest_txid,
+            Target::Txid(t) if t > latest_txid => {
+                return Err(RestoreError::AfterLatest {
+                    replica,
+                    txid: t,
+                    latest: latest_txid,
+                })
+            }
+            Target::Txid(t) => t,
+            Target::Timestamp(ms) => match last_file_at_or_before(&files, ms, &mut headers)? {
+                Some(txid) => txid,
+                None => return Err(before_earliest(&files, target, &mut headers)),
+            },
+        };
+
+        let snapshot = files
+            .iter()
+            .filter(|f| f.min_txid == 1 && f.max_txid <= target_txid)
+            .max_by_key(|f| (f.max_txid, std::cmp::Reverse(f.size), f.level));
+        let Some(snapshot) = snapshot else {
+            if !files.iter().any(|f| f.min_txid == 1) {
+                let first = files
+                    .iter()
+                    .min_by_key(|f| (f.min_txid, f.max_txid))
+                    .map(object_name)
+                    .unwrap_or_else(|| "nothing usable".into());
+                return Err(RestoreError::NoSnapshot {
+                    replica,
+                    earliest: first,
+                });
+            }
+            return Err(before_earliest(&files, target, &mut headers));
+        };
+
+        let (chain, shortfall) = match chain_from(&replica, &files, snapshot, target, target_txid) {
+            Ok(chain) => (chain, None),
+            Err(Stop { chain, error }) if opts.stop_at_gap => (chain, Some(error.to_string())),
+            Err(Stop { error, .. }) => return Err(*error),
+        };
+        let planned = chain
+            .into_iter()
+            .map(|info| PlannedFile {
+                timestamp_ms: headers.cache.get(&key(info)).map(|h| h.timestamp_ms),
+                info: info.clone(),
             })
-        }
-        Target::Txid(t) => t,
-        Target::Timestamp(ms) => match last_file_at_or_before(&files, ms, &mut headers)? {
-            Some(txid) => txid,
-            None => return Err(before_earliest(&files, target, &mut headers)),
-        },
-    };
-
-    let snapshot = files
-        .iter()
-        .filter(|f| f.min_txid == 1 && f.max_txid <= target_txid)
-        .max_by_key(|f| (f.max_txid, std::cmp::Reverse(f.size), f.level));
-    let Some(snapshot) = snapshot else {
-        if !files.iter().any(|f| f.min_txid == 1) {
-            let first = files
-                .iter()
-                .min_by_key(|f| (f.min_txid, f.max_txid))
-                .map(object_name)
-                .unwrap_or_default();
-            return Err(RestoreError::NoSnapshot {
-                replica,
-                earliest: first,
-            });
-        }
-        return Err(before_earliest(&files, target, &mut headers));
-    };
-
-    let chain = chain_from(&replica, &files, snapshot, target, target_txid)?;
-    let planned = chain
-        .into_iter()
-        .map(|info| PlannedFile {
-            timestamp_ms: headers.cache.get(&key(info)).map(|h| h.timestamp_ms),
-            info: info.clone(),
+            .collect::<Vec<_>>();
+        let txid = planned.last().map(|f| f.info.max_txid).unwrap_or(0);
+        Ok(Plan {
+            replica,
+            target,
+            files: planned,
+            txid,
+            latest_txid,
+            files_listed: self.files.len(),
+            target_txid,
+            shortfall,
         })
-        .collect::<Vec<_>>();
-    let txid = planned.last().map(|f| f.info.max_txid).unwrap_or(0);
-    Ok(Plan {
-        replica,
-        target,
-        files: planned,
-        txid,
-        latest_txid,
-        files_listed: files.len(),
-    })
+    }
+}
+
+/// A chain that cannot reach its target: the files that reach as far as possible, and why
+/// no file continues it.
+struct Stop<'a> {
+    chain: Vec<&'a FileInfo>,
+    error: Box<RestoreError>,
 }
 
 fn chain_from<'a>(
@@ -132,7 +194,7 @@ fn chain_from<'a>(
     snapshot: &'a FileInfo,
     target: Target,
     target_txid: u64,
-) -> Result<Vec<&'a FileInfo>, RestoreError> {
+) -> Result<Vec<&'a FileInfo>, Stop<'a>> {
     let mut by_min: Vec<&FileInfo> = files.iter().collect();
     by_min.sort_by_key(|f| (f.min_txid, f.max_txid));
     let rank = |f: &FileInfo| (f.max_txid, f.min_txid, std::cmp::Reverse(f.size), f.level);
@@ -163,7 +225,7 @@ fn chain_from<'a>(
             _ => {
                 let before = object_name(chain[chain.len() - 1]);
                 if let Some(s) = straddler {
-                    return Err(RestoreError::NotExact {
+                    let error = RestoreError::NotExact {
                         replica: replica.into(),
                         txid: target_txid,
                         object: object_name(s),
@@ -171,19 +233,27 @@ fn chain_from<'a>(
                         max: s.max_txid,
                         below: current,
                         above: s.max_txid,
+                    };
+                    return Err(Stop {
+                        chain,
+                        error: Box::new(error),
                     });
                 }
                 let (to, after) = match by_min.get(next) {
                     Some(f) => (f.min_txid - 1, object_name(f)),
                     None => (target_txid, "nothing".to_string()),
                 };
-                return Err(RestoreError::Gap {
+                let error = RestoreError::Gap {
                     replica: replica.into(),
                     target,
                     from: current + 1,
                     to,
                     before,
                     after,
+                };
+                return Err(Stop {
+                    chain,
+                    error: Box::new(error),
                 });
             }
         }

@@ -66,7 +66,14 @@ impl Storage for FileStorage {
             let Some((min_txid, max_txid)) = name.to_str().and_then(ltx::parse_file_name) else {
                 continue;
             };
-            let size = ent.metadata().map(|m| m.len()).unwrap_or(0);
+            // A directory (or other non-file) with an LTX name is not an LTX file.
+            let Ok(meta) = fs::metadata(ent.path()) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let size = meta.len();
             out.push(FileInfo {
                 level,
                 min_txid,

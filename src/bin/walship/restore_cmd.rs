@@ -3,14 +3,16 @@
 //! The image is built in a temporary file next to the output (`.<name>.walship-restore-<pid>`),
 //! fsynced, checked with `PRAGMA integrity_check`, and only then renamed over the output (the
 //! directory is fsynced after). Any failure removes the temporary file and leaves the output
-//! untouched.
+//! untouched. With `-last-consistent`, damaged files are set aside and the last state the
+//! intact files reach is restored (see `walvfs::restore::apply_last_consistent`); what was
+//! set aside and where the restore stopped is printed.
 
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
-use walvfs::restore::{self, ApplyOptions, RestoreError, Target, DEFAULT_PARALLELISM};
+use walvfs::restore::{self, ApplyOptions, PlanOptions, RestoreError, Target, DEFAULT_PARALLELISM};
 
 use crate::args::{self, switch, value, Flag};
 use crate::{source, sqlite, CmdError};
@@ -36,6 +38,9 @@ Flags (-flag and --flag are the same; values as \"-flag value\" or \"-flag=value
   -parallelism N       files downloaded at once (default 8)
   -integrity-check M   full (default), quick or none: check the restored file before it
                        replaces the output
+  -last-consistent     if the replica is damaged (a missing, corrupt, truncated or unfitting
+                       file), set the bad files aside and restore the last state the intact
+                       files reach, saying which TXID and why; without it such a restore fails
   -dry-run             print the files that would be applied, and exit
   -v                   report each file as it is applied
 
@@ -57,6 +62,7 @@ const FLAGS: &[Flag] = &[
     value("integrity-check"),
     switch("dry-run"),
     switch("v"),
+    switch("last-consistent"),
 ];
 
 /// `-txid`: hex, 1 to 16 digits, optionally `0x`-prefixed.
@@ -143,32 +149,23 @@ pub fn run(argv: &[String]) -> Result<(), CmdError> {
     check_output(&out, force)?;
 
     let storage = &*src.storage;
-    let plan = match restore::plan(storage, target) {
+    let last_consistent = a.switch("last-consistent");
+    let listing = match restore::list(storage, &restore::DEFAULT_LEVELS) {
         Err(RestoreError::NoFiles { replica, .. }) if a.switch("if-replica-exists") => {
             println!("no backups found in {replica}, skipping restore (-if-replica-exists)");
             return Ok(());
         }
         r => r.map_err(anyhow::Error::from)?,
     };
+    let plan_opts = PlanOptions {
+        stop_at_gap: last_consistent,
+        ..PlanOptions::default()
+    };
     if a.switch("dry-run") {
-        println!(
-            "restore plan for {} from {}: TXID {:016x}, {} files, {} bytes",
-            plan.target,
-            plan.replica,
-            plan.txid,
-            plan.files.len(),
-            plan.download_bytes()
-        );
-        for f in &plan.files {
-            let i = &f.info;
-            println!(
-                "  {}  TXIDs {:016x}..={:016x}  {} bytes",
-                restore::object_name(i),
-                i.min_txid,
-                i.max_txid,
-                i.size
-            );
-        }
+        let plan = listing
+            .plan(storage, target, &plan_opts)
+            .map_err(anyhow::Error::from)?;
+        print_plan(&plan);
         return Ok(());
     }
 
@@ -181,7 +178,7 @@ pub fn run(argv: &[String]) -> Result<(), CmdError> {
         parallelism,
         ..ApplyOptions::default()
     };
-    let applied = restore::apply_with(storage, &plan, &tmp.0, &opts, &mut |p| {
+    let mut progress = |p: restore::Progress| {
         if verbose {
             eprintln!(
                 "applied {} ({}/{}): {} pages, database now {} pages",
@@ -192,8 +189,29 @@ pub fn run(argv: &[String]) -> Result<(), CmdError> {
                 p.commit
             );
         }
-    })
-    .map_err(anyhow::Error::from)?;
+    };
+    let (applied, stopped) = if last_consistent {
+        let r =
+            restore::apply_last_consistent(storage, &listing, target, &tmp.0, &opts, &mut progress)
+                .map_err(anyhow::Error::from)?;
+        for d in &r.damaged {
+            eprintln!("set aside {d}");
+        }
+        let stopped = r.reason().map(|why| {
+            format!(
+                "stopped at TXID {:016x}, before the target TXID {:016x} ({}): {why}",
+                r.applied.txid, r.plan.target_txid, r.plan.target
+            )
+        });
+        (r.applied, stopped)
+    } else {
+        let plan = listing
+            .plan(storage, target, &plan_opts)
+            .map_err(anyhow::Error::from)?;
+        let applied = restore::apply_with(storage, &plan, &tmp.0, &opts, &mut progress)
+            .map_err(anyhow::Error::from)?;
+        (applied, None)
+    };
 
     let checked = match check {
         Some((pragma, ok)) => {
@@ -243,7 +261,37 @@ pub fn run(argv: &[String]) -> Result<(), CmdError> {
         out.display(),
         applied.pages
     );
+    if let Some(s) = stopped {
+        println!("-last-consistent: {s}");
+    }
     Ok(())
+}
+
+fn print_plan(plan: &restore::Plan) {
+    println!(
+        "restore plan for {} from {}: TXID {:016x}, {} files, {} bytes",
+        plan.target,
+        plan.replica,
+        plan.txid,
+        plan.files.len(),
+        plan.download_bytes()
+    );
+    for f in &plan.files {
+        let i = &f.info;
+        println!(
+            "  {}  TXIDs {:016x}..={:016x}  {} bytes",
+            restore::object_name(i),
+            i.min_txid,
+            i.max_txid,
+            i.size
+        );
+    }
+    if let Some(s) = &plan.shortfall {
+        println!(
+            "  stops at TXID {:016x}, before TXID {:016x}: {s}",
+            plan.txid, plan.target_txid
+        );
+    }
 }
 
 fn sidecars(out: &Path) -> Vec<PathBuf> {

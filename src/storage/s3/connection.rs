@@ -14,6 +14,22 @@ use super::Inner;
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long one socket read or write may wait: [`IO_TIMEOUT`], or `$WALSHIP_S3_IO_TIMEOUT`
+/// seconds (decimal, 0.1 to 3600) so a stalled download is abandoned (and resumed) sooner,
+/// e.g. by fault-injection tests. An unusable value is ignored with a warning.
+pub(super) fn io_timeout() -> Duration {
+    let Ok(v) = std::env::var("WALSHIP_S3_IO_TIMEOUT") else {
+        return IO_TIMEOUT;
+    };
+    match v.trim().parse::<f64>() {
+        Ok(s) if (0.1..=3600.0).contains(&s) => Duration::from_secs_f64(s),
+        _ => {
+            log::warn!("ignoring WALSHIP_S3_IO_TIMEOUT={v:?}: expected seconds from 0.1 to 3600");
+            IO_TIMEOUT
+        }
+    }
+}
+
 /// An endpoint: scheme, host, optional port and optional base path.
 #[derive(Clone, PartialEq, Eq)]
 pub(super) struct Endpoint {

@@ -40,7 +40,9 @@
 //!   `SlowDown`, `RequestTimeout`, `InternalError`, `RequestCanceled`) are retried a few times
 //!   with capped exponential backoff and jitter; others fail at once with a typed
 //!   [`StorageError`] naming the replica and what to fix. Connect timeout 10 s, read/write
-//!   timeout 60 s per socket operation.
+//!   timeout 60 s per socket operation (`$WALSHIP_S3_IO_TIMEOUT` seconds overrides it). A GET
+//!   broken mid-body resumes where it stopped; resumes without progress are limited to 5 in a
+//!   row, resumes that got further are not limited.
 //! * Addressing: path-style when `force-path-style` (the config's default when an endpoint is
 //!   set, as Litestream's), else virtual-hosted (`bucket.host`); AWS without an endpoint is
 //!   `s3.<region>.amazonaws.com`, and when no region is configured anywhere the backend starts
@@ -394,6 +396,7 @@ impl Storage for S3Storage {
             len,
             etag,
             resumes: 0,
+            resumed_at: 0,
         }))
     }
 

@@ -17,7 +17,10 @@ use super::errors::{transport_failure, Failure};
 use super::{Inner, RetryPolicy};
 use crate::storage::sigv4::{self, AmzTime};
 
-/// Times a broken download is resumed (per `open`).
+/// Times in a row a broken download is resumed without getting a byte further (per `open`);
+/// the count starts again whenever a resumed request brought data, so a long download
+/// survives any number of separate breaks. Each resume is itself a request with the full
+/// retry policy.
 const MAX_RESUMES: u32 = 5;
 
 impl RetryPolicy {
@@ -218,13 +221,26 @@ pub(super) struct GetReader {
     pub(super) offset: u64,
     pub(super) len: Option<u64>,
     pub(super) etag: Option<String>,
+    /// Resumes in a row that got no further than `resumed_at`.
     pub(super) resumes: u32,
+    /// `offset` at the last resume.
+    pub(super) resumed_at: u64,
 }
 
 impl GetReader {
     fn resume(&mut self, cause: io::Error) -> io::Result<()> {
+        if self.offset > self.resumed_at {
+            self.resumes = 0;
+        }
+        self.resumed_at = self.offset;
         if self.resumes >= MAX_RESUMES {
-            return Err(cause);
+            return Err(io::Error::new(
+                cause.kind(),
+                format!(
+                    "{cause} (gave up after {MAX_RESUMES} resumes at byte {} without progress)",
+                    self.offset
+                ),
+            ));
         }
         self.resumes += 1;
         std::thread::sleep(self.inner.retry.delay(self.resumes));
@@ -241,8 +257,22 @@ impl GetReader {
                 let e = self.inner.error("get", &self.inner.object(&self.key), f);
                 io::Error::new(cause.kind(), format!("{cause}; resuming failed: {e}"))
             })?;
-        // A store that ignores Range answers 200 with the whole object again.
+        // A store that ignores Range answers 200 with the whole object again; a 206 must
+        // start where we are.
         let whole = resp.status() == 200;
+        if !whole {
+            let want = format!("bytes {}-", self.offset);
+            let range = resp.header("content-range").unwrap_or("");
+            if !range.starts_with(&want) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{cause}; resuming at byte {} got the range {range:?} instead",
+                        self.offset
+                    ),
+                ));
+            }
+        }
         let mut body = resp.into_reader();
         if whole && self.offset > 0 {
             io::copy(&mut (&mut body).take(self.offset), &mut io::sink())?;

@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use super::connection::{tls_config, Endpoint, CONNECT_TIMEOUT, IO_TIMEOUT};
+use super::connection::{io_timeout, tls_config, Endpoint, CONNECT_TIMEOUT};
 use super::{
     describe_parts, Creds, Inner, Layout, RetryPolicy, S3Storage, DEFAULT_PART_SIZE, GCS_ENDPOINT,
     MIN_PART_SIZE,
@@ -187,8 +187,8 @@ impl S3Storage {
         let tls = tls_config(c.skip_verify).map_err(bad)?;
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(CONNECT_TIMEOUT)
-            .timeout_read(IO_TIMEOUT)
-            .timeout_write(IO_TIMEOUT)
+            .timeout_read(io_timeout())
+            .timeout_write(io_timeout())
             .redirects(0)
             .user_agent(concat!("walship/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls)
