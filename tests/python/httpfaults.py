@@ -22,8 +22,8 @@ ERROR_BODY = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code
               '<RequestId>fault-proxy</RequestId></Error>')
 
 
-def _read_head(sock, buf):
-    """(head bytes, rest) once a full head arrived, or (None, buf) at EOF."""
+def read_head(sock, buf):
+    """(head bytes, rest) once a full HTTP head arrived, or (None, buf) at EOF."""
     while b"\r\n\r\n" not in buf:
         data = sock.recv(65536)
         if not data:
@@ -42,7 +42,7 @@ def _read_n(sock, buf, n):
     return buf[:n], buf[n:]
 
 
-def _header(head, name):
+def header(head, name):
     for line in head.split(b"\r\n")[1:]:
         k, _, v = line.partition(b":")
         if k.strip().lower() == name:
@@ -54,7 +54,7 @@ def _read_body(sock, head, buf, no_body):
     """The body that follows `head` (Content-Length or chunked), and what was read past it."""
     if no_body:
         return b"", buf
-    te = (_header(head, b"transfer-encoding") or "").lower()
+    te = (header(head, b"transfer-encoding") or "").lower()
     if te == "chunked":
         body = b""
         while True:
@@ -66,7 +66,7 @@ def _read_body(sock, head, buf, no_body):
             body += line + b"\r\n" + chunk
             if size == 0:
                 return body, buf
-    return _read_n(sock, buf, int(_header(head, b"content-length") or 0))
+    return _read_n(sock, buf, int(header(head, b"content-length") or 0))
 
 
 class HttpFaultProxy(FaultProxy):
@@ -105,7 +105,7 @@ class HttpFaultProxy(FaultProxy):
             while True:
                 if self.blackhole:
                     return self._hold(client)
-                head, cbuf = _read_head(client, cbuf)
+                head, cbuf = read_head(client, cbuf)
                 if head is None:
                     return
                 body, cbuf = _read_body(client, head, cbuf, False)
@@ -123,7 +123,7 @@ class HttpFaultProxy(FaultProxy):
                 if upstream is None:
                     upstream = socket.create_connection(self.target, timeout=30)
                 upstream.sendall(head + body)
-                rhead, ubuf = _read_head(upstream, ubuf)
+                rhead, ubuf = read_head(upstream, ubuf)
                 if rhead is None:
                     return
                 status = int(rhead.split(b" ", 2)[1])

@@ -13,22 +13,18 @@ and `PRAGMA integrity_check` is ok, every fault kind was injected (counted by th
 snapshot was resumed from where it broke, and the restore made at most 5 LIST calls.
 """
 import json
-import shutil
 import socket
 import sqlite3
-import subprocess
 import threading
 import time
 from collections import Counter
 
-import pytest
 
 from conftest import EXT, HERE, SYS_PYTHON, WALSHIP, content_hash, integrity, run
 from faultproxy import FaultProxy
+from httpfaults import header, read_head
+from test_s3 import BUCKET, KEY_ID, SECRET, moto  # noqa: F401 (fixture)
 
-KEY_ID = "AKIAWALSHIPFAULTS001"
-SECRET = "walship/faults+secret/0123456789abcdefghij"
-BUCKET = "walship-faults"
 # The client's per-read timeout during the restore (seconds), and how long a stall lasts.
 IO_TIMEOUT = 1.5
 STALL = 4.0
@@ -39,67 +35,6 @@ ERROR_BODIES = {
     "slowdown": (503, "Slow Down", "SlowDown"),
 }
 MID_BODY = ("reset-mid-body", "truncated-body", "stall-mid-body")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    exe = shutil.which("moto_server")
-    if not exe:
-        pytest.skip("moto is not installed: python3 -m pip install 'moto[server]'")
-    import boto3
-
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto-faults") / "moto.log", "w")
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"moto_server did not start on port {port}")
-            time.sleep(0.1)
-    endpoint = f"http://127.0.0.1:{port}"
-    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=KEY_ID,
-                      aws_secret_access_key=SECRET, region_name="us-east-1")
-    s3.create_bucket(Bucket=BUCKET)
-    try:
-        yield {"port": port, "endpoint": endpoint, "s3": s3}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def read_head(sock, buf):
-    """Reads up to the end of an HTTP head; returns (head, rest) or (None, buf) at EOF."""
-    while b"\r\n\r\n" not in buf:
-        data = sock.recv(65536)
-        if not data:
-            return None, buf
-        buf += data
-    i = buf.index(b"\r\n\r\n") + 4
-    return buf[:i], buf[i:]
-
-
-def header(head, name):
-    for line in head.split(b"\r\n")[1:]:
-        k, _, v = line.partition(b":")
-        if k.strip().lower() == name:
-            return v.strip().decode()
-    return None
 
 
 def closing(head):
@@ -117,7 +52,7 @@ def reset(sock):
     sock.close()
 
 
-class HttpFaultProxy(FaultProxy):
+class ScheduledFaultProxy(FaultProxy):
     """One request per connection (both sides are told `Connection: close`). Object GETs
     (paths ending in `.ltx`) take the next fault scheduled for their key, if any; everything
     else passes. Counts what it injected and which ranges were asked for."""
@@ -230,7 +165,7 @@ def test_restore_resumes_and_retries_through_storage_faults(built, moto, tmp_pat
         "    replica:\n"
         "      type: s3\n"
         f"      bucket: {BUCKET}\n"
-        "      path: faults/app\n"
+        "      path: restore-faults/app\n"
         f"      endpoint: {moto['endpoint']}\n"
         "      force-path-style: true\n"
         "      region: us-east-1\n"
@@ -238,12 +173,14 @@ def test_restore_resumes_and_retries_through_storage_faults(built, moto, tmp_pat
         f"      secret-access-key: '{SECRET}'\n"
         "      sync-interval: 50ms\n"
     )
-    p = run([SYS_PYTHON, str(HERE / "app_driver.py"), str(EXT), str(db), "write-flush", "300"],
-            env={"WALSHIP_CONFIG": str(cfg)}, timeout=300)
-    flushed = json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("{")][-1])["flush"]
-    assert flushed, f"walship_flush returned {flushed!r}: {p.stderr[-2000:]}"
+    # Several small level-0 files after the snapshot: each run's flush ships its own.
+    for _ in range(7):
+        p = run([SYS_PYTHON, str(HERE / "app_driver.py"), str(EXT), str(db), "write-flush", "40"],
+                env={"WALSHIP_CONFIG": str(cfg)}, timeout=300)
+        flushed = json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("{")][-1])["flush"]
+        assert flushed, f"walship_flush returned {flushed!r}: {p.stderr[-2000:]}"
 
-    listed = moto["s3"].list_objects_v2(Bucket=BUCKET, Prefix="faults/app/")["Contents"]
+    listed = moto["s3"].list_objects_v2(Bucket=BUCKET, Prefix="restore-faults/app/")["Contents"]
     by_size = sorted(listed, key=lambda o: o["Size"], reverse=True)
     big = by_size[0]
     assert big["Size"] > 3 << 20, by_size[:3]
@@ -264,10 +201,10 @@ def test_restore_resumes_and_retries_through_storage_faults(built, moto, tmp_pat
         small[5]: ["reset-mid-body", "503", "503", "503", "503", "503"],
     }
     want = Counter(f for faults in schedule.values() for f in faults)
-    proxy = HttpFaultProxy(moto["port"], schedule)
+    proxy = ScheduledFaultProxy(moto["port"], schedule)
     try:
         out = tmp_path / "out.db"
-        url = f"s3://{BUCKET}/faults/app?endpoint=127.0.0.1:{proxy.port}"
+        url = f"s3://{BUCKET}/restore-faults/app?endpoint=127.0.0.1:{proxy.port}"
         started = time.time()
         r = run([str(WALSHIP), "restore", "-o", str(out), url],
                 env={"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET,
