@@ -180,6 +180,11 @@ impl Capture {
 
     /// A WAL header read from the file (not written by SQLite now): learn page size and salts.
     pub fn observe_wal_header(&mut self, h: &WalHeader) {
+        if self.in_txn && self.page_size.is_some_and(|ps| ps != h.page_size) {
+            // A stale header (read by another connection while a transaction writes frames):
+            // the frames in progress keep the page size they are written with.
+            return;
+        }
         self.page_size = Some(h.page_size);
         if self.salts.is_none() {
             self.salts = Some((h.salt1, h.salt2));
@@ -289,7 +294,13 @@ impl Capture {
         let frame_size = FRAME_HEADER_SIZE as u64 + ps as u64;
         let mut off = offset;
         let mut rest = data;
+        // Frame numbers are 32-bit: no WAL has a byte past frame u32::MAX.
+        let wal_end = wal::frame_offset(u32::MAX, ps) + frame_size;
         while !rest.is_empty() {
+            if off >= wal_end {
+                self.damaged = Some(format!("WAL write at offset {off}, past the last frame"));
+                return;
+            }
             let (index, within) = match wal::locate(off, ps) {
                 WalRegion::Header => {
                     self.damaged = Some(format!("partial WAL header write at offset {off}"));
@@ -450,8 +461,10 @@ impl Capture {
         if let Some(d) = self.damaged.take() {
             return Err(d);
         }
-        // In frame order; a page written twice keeps its last image (below).
-        let mut pages: Vec<(u32, Box<[u8]>)> = Vec::with_capacity((end - start) as usize);
+        // In frame order; a page written twice keeps its last image (below). At most one page
+        // per slot: the wal-index's mxFrame may claim any number of frames.
+        let mut pages: Vec<(u32, Box<[u8]>)> =
+            Vec::with_capacity(((end - start) as usize).min(self.slots.len()));
         let mut db_size = 0;
         for i in start + 1..=end {
             let slot = i

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod compact;
 pub mod config;
 pub mod ffi;
+pub mod fuzzing;
 pub mod logging;
 pub mod ltx;
 pub mod pool;
