@@ -77,6 +77,9 @@ pub struct Applied {
     pub bytes: u64,
     /// Page frames decoded and written, over all files.
     pub pages_written: u64,
+    /// The database checksum the last file's trailer carries (with bit 63 set when tracked):
+    /// what the image's own [`crate::ltx::database_checksum`] must equal.
+    pub post_apply_checksum: u64,
 }
 
 /// [`apply_with`] with [`ApplyOptions::default`].
@@ -153,11 +156,12 @@ pub fn apply_with(
             files: 0,
             bytes: 0,
             pages_written: 0,
+            post_apply_checksum: 0,
         };
         for (i, pf) in plan.files.iter().enumerate() {
             let info = &pf.info;
             let mut attempt = 1;
-            let (h, pages) = loop {
+            let (h, pages, post_apply_checksum) = loop {
                 let r = if prefetch[i] && attempt == 1 {
                     shared
                         .take(i)
@@ -199,6 +203,7 @@ pub fn apply_with(
                 files: i + 1,
                 bytes: done.bytes + info.size,
                 pages_written: done.pages_written + pages,
+                post_apply_checksum,
             };
             progress(Progress {
                 index: i,
@@ -257,7 +262,7 @@ impl Image<'_> {
         info: &FileInfo,
         index: usize,
         r: R,
-    ) -> Result<(Header, u64), RestoreError> {
+    ) -> Result<(Header, u64, u64), RestoreError> {
         let mut dec = Decoder::new(r).map_err(|e| RestoreError::corrupt(replica, info, e))?;
         let h = dec.header().clone();
         check_range(replica, info, &h)?;
@@ -289,11 +294,12 @@ impl Image<'_> {
         })();
         self.page = page;
         result?;
-        dec.finish()
+        let trailer = dec
+            .finish()
             .map_err(|e| RestoreError::corrupt(replica, info, e))?;
         let len = u64::from(h.commit) * u64::from(h.page_size);
         self.file.set_len(len).map_err(|e| self.err(e))?;
-        Ok((h, pages))
+        Ok((h, pages, trailer.post_apply_checksum))
     }
 
     fn push(&mut self, pgno: u32, page: &[u8]) -> Result<(), RestoreError> {

@@ -1,16 +1,19 @@
 //! `walship`: the command-line companion of the `libwalvfs` extension. Restores databases
-//! from their replicas and lists replica files, with Litestream 0.5's command spellings.
+//! from their replicas, verifies them, and lists databases and replica files, with Litestream
+//! 0.5's command spellings.
 //!
 //! Exit codes: 0 success (including the "skipping" outcomes of -if-db-not-exists and
 //! -if-replica-exists), 1 an error (`walship: error: ...` on stderr), 2 a usage error (the
 //! message and the command's usage text on stderr).
 
 mod args;
+mod databases_cmd;
 mod ltx_cmd;
 mod restore_cmd;
 mod source;
 mod sqlite;
 mod status_cmd;
+mod verify_cmd;
 
 const USAGE: &str = "\
 walship: continuous backup of SQLite databases to Litestream 0.5 replicas
@@ -20,6 +23,8 @@ Usage:
 
 Commands:
   restore   restore a database from its replica
+  verify    restore to a temporary file and check it against the replica
+  databases list the databases in the configuration and their replicas
   ltx       list a replica's LTX files
   status    show each database's replication state (from its running application)
   version   print the version
@@ -57,6 +62,8 @@ fn run(argv: &[String]) -> i32 {
     let (result, usage) = match cmd {
         "restore" => (restore_cmd::run(rest), restore_cmd::USAGE),
         "ltx" => (ltx_cmd::run(rest), ltx_cmd::USAGE),
+        "verify" => (verify_cmd::run(rest), verify_cmd::USAGE),
+        "databases" => (databases_cmd::run(rest), databases_cmd::USAGE),
         "status" => (status_cmd::run(rest), status_cmd::USAGE),
         "version" | "-version" | "--version" => {
             println!("walship {}", env!("CARGO_PKG_VERSION"));

@@ -5,8 +5,6 @@
 
 use std::path::PathBuf;
 
-use walvfs::config::Config;
-
 use crate::args::{self, switch, value, Flag};
 use crate::CmdError;
 
@@ -47,16 +45,7 @@ pub fn run(argv: &[String]) -> Result<(), CmdError> {
         return Ok(());
     }
     let dbs: Vec<PathBuf> = if a.positional.is_empty() {
-        let cfg = match a.value("config") {
-            Some(p) => Config::load(std::path::Path::new(p)).map_err(|e| anyhow::anyhow!("{e}"))?,
-            None => Config::discover()
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .ok_or_else(|| {
-                    CmdError::Usage(
-                        "no configuration found: give -config PATH or DB_PATH arguments".into(),
-                    )
-                })?,
-        };
+        let cfg = crate::databases_cmd::load_config(a.value("config"))?;
         cfg.dbs.iter().map(|d| d.path.clone()).collect()
     } else {
         a.positional
