@@ -288,6 +288,7 @@ fn every_txid_restores_its_state() {
             &ApplyOptions {
                 parallelism: 3,
                 stream_above: 600,
+                ..ApplyOptions::default()
             },
             &format!("txid{t}"),
         )
@@ -490,6 +491,7 @@ fn many_files_parallel_and_sequential_give_the_same_image() {
             &ApplyOptions {
                 parallelism,
                 stream_above,
+                ..ApplyOptions::default()
             },
             &format!("many{parallelism}"),
         )

@@ -31,12 +31,15 @@ use crate::ltx::{Decoder, Header};
 use crate::storage::{FileInfo, Storage};
 
 /// Tuning for [`apply_with`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ApplyOptions {
     /// Files downloaded at once (and buffered ahead of the one being applied). At least 1.
     pub parallelism: usize,
     /// Files listed larger than this many bytes are streamed while applied, not buffered.
     pub stream_above: u64,
+    /// Bytes of the plan's files applied so far, updated as they are decoded (within a file,
+    /// not only between files), for a progress display on another thread.
+    pub bytes_done: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for ApplyOptions {
@@ -44,6 +47,7 @@ impl Default for ApplyOptions {
         ApplyOptions {
             parallelism: DEFAULT_PARALLELISM,
             stream_above: 64 << 20,
+            bytes_done: None,
         }
     }
 }
@@ -163,15 +167,19 @@ pub fn apply_with(
             let mut attempt = 1;
             let (h, pages, post_apply_checksum) = loop {
                 let r = if prefetch[i] && attempt == 1 {
-                    shared
-                        .take(i)
-                        .and_then(|data| image.apply_file(&plan.replica, info, i, &data[..]))
+                    shared.take(i).and_then(|data| {
+                        let r = Counted(&data[..], opts.bytes_done.as_deref());
+                        image.apply_file(&plan.replica, info, i, r)
+                    })
                 } else {
                     storage
                         .open(info.level, info.min_txid, info.max_txid)
                         .map_err(|e| RestoreError::read(&plan.replica, info, e))
                         .and_then(|r| {
-                            let r = super::readahead::read_ahead(r);
+                            let r = Counted(
+                                super::readahead::read_ahead(r),
+                                opts.bytes_done.as_deref(),
+                            );
                             image.apply_file(&plan.replica, info, i, r)
                         })
                 };
@@ -442,4 +450,17 @@ fn download(
             source,
         })?;
     Ok(buf)
+}
+
+/// A reader that adds what passes through it to a shared count (progress displays).
+struct Counted<'a, R>(R, Option<&'a std::sync::atomic::AtomicU64>);
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        if let Some(c) = self.1 {
+            c.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(n)
+    }
 }

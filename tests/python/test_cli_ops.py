@@ -2,6 +2,7 @@
 to a temporary file and checks it (passing on a sound replica, failing by name on a damaged
 one, never writing the database or leaving files behind)."""
 import json
+import re
 import subprocess
 
 from conftest import EXT, SYS_PYTHON, WALSHIP, run
@@ -65,3 +66,26 @@ def test_verify_passes_a_sound_replica_and_names_a_damaged_file(built, tmp_path)
     # Verify never touches the database and leaves no temporary file.
     assert db.read_bytes() == before
     assert not list(scratch.iterdir()), "the temporary image was left behind"
+
+
+def test_restore_shows_progress(built, tmp_path):
+    db, replica, cfg = tmp_path / "big.db", tmp_path / "replica", tmp_path / "litestream.yml"
+    cfg.write_text(f"dbs:\n  - path: {db}\n    replica:\n      type: file\n      path: {replica}\n")
+    run(["sqlite3", str(db), "PRAGMA journal_mode=WAL; CREATE TABLE t(v); "
+         "INSERT INTO t SELECT randomblob(4000) FROM generate_series(1, 20000);"])
+    (tmp_path / "app.py").write_text(APP)
+    run([SYS_PYTHON, str(tmp_path / "app.py"), str(EXT), str(db), "1"], env={"WALSHIP_CONFIG": str(cfg)})
+    # Not a terminal: plain lines, ending with a summary of what was downloaded.
+    p = walship("restore", "-o", tmp_path / "plain.db", f"file://{replica}")
+    assert p.returncode == 0, p.stderr
+    summary = p.stderr.strip().splitlines()[-1]
+    assert summary.startswith("restore: ") and re.search(r" MiB in (\d+) of \1 files in ", summary), p.stderr
+    assert "\x1b" not in p.stderr
+    # On a terminal (a pty from `script`): a bar redrawn in place, cleared at the end.
+    out = tmp_path / "tty.db"
+    p = subprocess.run(["script", "-qefc", f"{WALSHIP} restore -o {out} file://{replica}", "/dev/null"],
+                       capture_output=True, timeout=120)
+    shown = p.stdout.decode(errors="replace")
+    assert p.returncode == 0, shown
+    assert "\r\x1b[2K[" in shown and "MiB/s, ETA" in shown and " files, " in shown, repr(shown[:500])
+    assert "restored TXID" in shown

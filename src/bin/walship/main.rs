@@ -9,6 +9,7 @@
 mod args;
 mod databases_cmd;
 mod ltx_cmd;
+mod progress;
 mod restore_cmd;
 mod source;
 mod sqlite;

@@ -15,7 +15,7 @@ use anyhow::{anyhow, Context};
 use walvfs::restore::{self, ApplyOptions, PlanOptions, RestoreError, Target, DEFAULT_PARALLELISM};
 
 use crate::args::{self, switch, value, Flag};
-use crate::{source, sqlite, CmdError};
+use crate::{progress, source, sqlite, CmdError};
 
 pub const USAGE: &str = "\
 Usage:
@@ -174,11 +174,20 @@ pub fn run(argv: &[String]) -> Result<(), CmdError> {
         .with_context(|| format!("creating the output directory {}", dir.display()))?;
     let tmp = TempFile(dir.join(format!(".{name}.walship-restore-{}", std::process::id())));
     let verbose = a.switch("v");
+    // What the meter counts toward: the plan's files (with -last-consistent, the plan before
+    // any file is set aside).
+    let (total, nfiles) = listing
+        .plan(storage, target, &plan_opts)
+        .map(|p| (p.download_bytes(), p.files.len()))
+        .unwrap_or((0, 0));
+    let meter = progress::Meter::start(total, nfiles);
     let opts = ApplyOptions {
         parallelism,
+        bytes_done: Some(meter.bytes()),
         ..ApplyOptions::default()
     };
     let mut progress = |p: restore::Progress| {
+        meter.file_done();
         if verbose {
             eprintln!(
                 "applied {} ({}/{}): {} pages, database now {} pages",
@@ -212,6 +221,7 @@ pub fn run(argv: &[String]) -> Result<(), CmdError> {
             .map_err(anyhow::Error::from)?;
         (applied, None)
     };
+    meter.finish();
 
     let checked = match check {
         Some((pragma, ok)) => {
