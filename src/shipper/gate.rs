@@ -29,6 +29,8 @@ pub(super) struct Gate {
     next_try: Option<Instant>,
     /// This process writes the replica (lock and lease held, its view of the replica fresh).
     writing: bool,
+    /// Blocked because another process or host is the replica's writer (not by a failure).
+    other_writer: bool,
 }
 
 impl Gate {
@@ -48,6 +50,11 @@ impl Gate {
 
     pub(super) fn blocked(&self) -> Option<&str> {
         self.blocked.as_deref()
+    }
+
+    /// Another process or host writes the replica: this one has nothing to ship.
+    pub(super) fn other_writer(&self) -> bool {
+        self.other_writer && !self.writing
     }
 
     /// When the gate next needs the thread: a retry while blocked, a lease renewal while
@@ -74,14 +81,14 @@ impl Shipper {
             match lock::try_take(&self.s.work_dir) {
                 Ok(Outcome::Held(l)) => self.gate.lock = Some(l),
                 Ok(Outcome::Busy { holder }) => {
-                    return self.block(lock::busy_message(holder, LOCK_RETRY), LOCK_RETRY)
+                    return self.block(lock::busy_message(holder, LOCK_RETRY), LOCK_RETRY, true)
                 }
                 Err(e) => {
                     let why = format!(
                         "cannot take the writer lock {}: {e} (check that the database's directory is writable); not shipping",
                         lock::lock_path(&self.s.work_dir).display()
                     );
-                    return self.block(why, LOCK_RETRY);
+                    return self.block(why, LOCK_RETRY, false);
                 }
             }
         }
@@ -113,10 +120,11 @@ impl Shipper {
                         }
                         _ => self.backoff.max(Duration::from_secs(1)),
                     };
-                    if !matches!(e, LeaseError::HeldByOther { .. }) {
+                    let other = matches!(e, LeaseError::HeldByOther { .. });
+                    if !other {
                         self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
                     }
-                    return self.block(e.to_string(), retry);
+                    return self.block(e.to_string(), retry, other);
                 }
             }
         }
@@ -126,7 +134,8 @@ impl Shipper {
         true
     }
 
-    fn block(&mut self, why: String, retry: Duration) -> bool {
+    fn block(&mut self, why: String, retry: Duration, other_writer: bool) -> bool {
+        self.gate.other_writer = other_writer;
         if self.gate.writing {
             self.stop_writing();
         }

@@ -145,9 +145,11 @@ impl Shipper {
                     let _ = ack.send(r);
                 }
                 Ok(Msg::Shutdown(ack)) => {
-                    if let Some(why) = self.gate.blocked().filter(|_| !self.gate.holds_lock()) {
-                        // Not this process's replica: nothing of ours to ship.
-                        log::debug!("{}: closed without shipping ({why})", self.s.db_path);
+                    if self.gate.other_writer() {
+                        // Not this process's replica: nothing of ours to ship (and the reason
+                        // was logged already).
+                        log::debug!("{}: closed without shipping", self.s.db_path);
+                        self.publish_status(true, false);
                         self.release_writer();
                         let _ = ack.send(Ok(0));
                         return;
