@@ -269,14 +269,25 @@ impl Lease {
         let current = self.read(st)?;
         let cond = match &current {
             None => Precondition::Absent,
-            Some((rec, tag)) if rec.owner.id == self.me.id || now_ms >= rec.expires_ms => {
+            Some((rec, tag))
+                if rec.owner.id == self.me.id
+                    || now_ms >= rec.expires_ms
+                    || self.holder_is_gone(rec) =>
+            {
                 if rec.owner.id != self.me.id {
+                    let why = if now_ms >= rec.expires_ms {
+                        format!(
+                            "expired at {}",
+                            crate::storage::s3::litestream_timestamp(rec.expires_ms)
+                        )
+                    } else {
+                        "that process is gone".into()
+                    };
                     log::info!(
-                        "{}: taking over the expired lease of host {} pid {} (expired at {})",
+                        "{}: taking over the expired lease of host {} pid {} ({why})",
                         st.describe(),
                         rec.owner.host,
                         rec.owner.pid,
-                        crate::storage::s3::litestream_timestamp(rec.expires_ms)
                     );
                 }
                 Precondition::Matches(tag)
@@ -310,6 +321,16 @@ impl Lease {
             },
             Err(e) => Err(Self::storage_err(st, e)),
         }
+    }
+
+    /// A lease of a process of this very host that no longer exists (a crash, a kill): no need
+    /// to wait for its expiry. Only where `/proc` shows processes; a reused pid just means
+    /// waiting for the expiry.
+    fn holder_is_gone(&self, rec: &Record) -> bool {
+        rec.owner.host == self.me.host
+            && rec.owner.pid != self.me.pid
+            && std::path::Path::new("/proc/self").exists()
+            && !std::path::Path::new(&format!("/proc/{}", rec.owner.pid)).exists()
     }
 
     fn held_by(&self, st: &dyn Storage, rec: &Record) -> LeaseError {
@@ -510,6 +531,23 @@ mod tests {
         // The same process, having lost track of its tag (e.g. a retried PUT), takes it back.
         let mut again = Lease::new(S, me);
         assert_eq!(again.ensure(&st, 1_000).unwrap(), Ensured::Taken);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_dead_process_of_this_host_does_not_hold_the_lease() {
+        let (st, dir) = store("dead");
+        // A pid that does not exist (above the kernel's pid_max), on our host: a crashed walship.
+        let mut dead = Lease::new(S, owner("alpha", 0x7fff_fff0));
+        dead.ensure(&st, 0).unwrap();
+        let mut a = Lease::new(S, owner("alpha", std::process::id()));
+        assert_eq!(a.ensure(&st, 1_000).unwrap(), Ensured::Taken);
+        // The same pid on another host is not ours to judge: wait for the expiry.
+        let mut b = Lease::new(S, owner("beta", std::process::id()));
+        assert!(matches!(
+            b.ensure(&st, 2_000),
+            Err(LeaseError::HeldByOther { .. })
+        ));
         let _ = std::fs::remove_dir_all(dir);
     }
 
