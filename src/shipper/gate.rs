@@ -31,6 +31,9 @@ pub(super) struct Gate {
     writing: bool,
     /// Blocked because another process or host is the replica's writer (not by a failure).
     other_writer: bool,
+    /// Writing, but the lease expired and could not be renewed (storage unreachable): batches
+    /// go to the spool, nothing is uploaded until a renewal proves the lease is still ours.
+    paused: bool,
 }
 
 impl Gate {
@@ -50,6 +53,10 @@ impl Gate {
 
     pub(super) fn blocked(&self) -> Option<&str> {
         self.blocked.as_deref()
+    }
+
+    pub(super) fn paused(&self) -> bool {
+        self.paused
     }
 
     /// Another process or host writes the replica: this one has nothing to ship.
@@ -73,8 +80,12 @@ impl Shipper {
     /// True when this process may write the replica now: takes the local lock and takes or
     /// renews the lease as needed (quick, non-blocking checks; a lease renewal is one PUT every
     /// `lease-renew-interval`). False: stay out of the replica, and try again at `retry_at`.
-    pub(super) fn may_write(&mut self) -> bool {
-        if self.gate.blocked.is_some() && self.gate.next_try.is_some_and(|t| Instant::now() < t) {
+    /// `force` (flush, close) tries at once instead of waiting for the next scheduled try.
+    pub(super) fn may_write(&mut self, force: bool) -> bool {
+        if !force
+            && (self.gate.blocked.is_some() || self.gate.paused)
+            && self.gate.next_try.is_some_and(|t| Instant::now() < t)
+        {
             return false;
         }
         if self.gate.lock.is_none() {
@@ -108,6 +119,9 @@ impl Shipper {
                     );
                     self.gate.lease = None;
                 }
+                Err(e @ LeaseError::Storage { .. }) if self.gate.writing => {
+                    return self.pause(e.to_string());
+                }
                 Err(e) => {
                     let retry = match &e {
                         LeaseError::HeldByOther {
@@ -130,8 +144,22 @@ impl Shipper {
         }
         if !self.gate.writing || taken {
             self.start_writing();
+        } else if std::mem::take(&mut self.gate.paused) {
+            self.gate.next_try = None;
+            self.retry_at = None;
         }
         true
+    }
+
+    /// Keeps the replica position and batches (spooled) while the lease cannot be confirmed.
+    fn pause(&mut self, why: String) -> bool {
+        self.gate.paused = true;
+        let retry = self.backoff.max(Duration::from_secs(1));
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+        self.gate.next_try = Some(Instant::now() + retry);
+        self.retry_at = self.gate.next_try;
+        self.set_error(Some(why));
+        false
     }
 
     fn block(&mut self, why: String, retry: Duration, other_writer: bool) -> bool {
@@ -155,6 +183,7 @@ impl Shipper {
             self.stop_writing(); // a lease taken back: someone else may have written meanwhile
         }
         self.gate.writing = true;
+        self.gate.paused = false;
         self.gate.next_try = None;
         self.retry_at = None;
         self.storage.reset();
@@ -178,6 +207,7 @@ impl Shipper {
 
     fn stop_writing(&mut self) {
         self.gate.writing = false;
+        self.gate.paused = false;
         self.replica = None;
         self.batch.clear();
         self.batch_started = None;

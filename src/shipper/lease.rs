@@ -208,9 +208,9 @@ impl Lease {
                 why,
             })
         };
-        if now_ms >= h.expires_ms {
-            return lost(self, "it expired before it could be renewed".into());
-        }
+        let expired = now_ms >= h.expires_ms;
+        // Even past its expiry the renewal is a compare-and-swap on our last tag: if it
+        // succeeds, nobody took the lease meanwhile, and the history is still ours.
         match st.put_named_if(LEASE_NAME, &body, Precondition::Matches(&h.tag)) {
             Ok(tag) => {
                 self.wrote(tag, now_ms);
@@ -243,6 +243,10 @@ impl Lease {
                 // Keep the lease while it lasts; retry the renewal in a second.
                 if let Some(held) = self.held.as_mut() {
                     held.renew_at_ms = now_ms + 1000;
+                }
+                if expired {
+                    // Not provably ours any more: no uploads until a renewal succeeds.
+                    return Err(Self::storage_err(st, e));
                 }
                 log::debug!("renewing the lease on {} failed: {e}", st.describe());
                 Ok(Ensured::Kept)
@@ -488,16 +492,38 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_not_renewed_in_time_is_lost_without_storage() {
+    fn a_late_renewal_keeps_the_lease_only_if_nobody_took_it() {
         let (st, dir) = store("late");
         let mut a = Lease::new(S, owner("alpha", 1));
         a.ensure(&st, 0).unwrap();
-        // The shipper was stuck (or storage down) past the expiry: never write on.
+        // Stuck (or storage down) past the expiry, but nobody took over: the compare-and-swap
+        // proves the history is still ours.
+        assert_eq!(a.ensure(&st, 45_000).unwrap(), Ensured::Kept);
+        // Past the expiry again, and someone took over meanwhile: lost.
+        let mut b = Lease::new(S, owner("beta", 2));
+        assert_eq!(b.ensure(&st, 80_000).unwrap(), Ensured::Taken);
         assert!(matches!(
-            a.ensure(&st, 30_000),
+            a.ensure(&st, 81_000),
             Err(LeaseError::Lost { .. })
         ));
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn an_expired_lease_that_cannot_be_renewed_is_not_held() {
+        let (st, dir) = store("unreachable");
+        let mut a = Lease::new(S, owner("alpha", 1));
+        a.ensure(&st, 0).unwrap();
+        // Storage becomes unusable (the replica root is now a file): before the expiry the
+        // lease is still good; after it, `ensure` fails and the caller must not upload.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::write(&dir, b"not a directory").unwrap();
+        assert_eq!(a.ensure(&st, 10_000).unwrap(), Ensured::Kept);
+        assert!(matches!(
+            a.ensure(&st, 31_000),
+            Err(LeaseError::Storage { .. })
+        ));
+        let _ = std::fs::remove_file(&dir);
     }
 
     #[test]

@@ -126,7 +126,7 @@ impl Shipper {
     pub(super) fn run(&mut self) {
         let _ = self.wake.thread.set(std::thread::current());
         loop {
-            if self.may_write() {
+            if self.may_write(false) {
                 self.try_repair();
             }
             let wait = self.next_wakeup().saturating_duration_since(Instant::now());
@@ -462,7 +462,7 @@ impl Shipper {
 
     /// Everything received so far, shipped now.
     fn sync_all(&mut self) -> Result<u64, String> {
-        if !self.may_write() {
+        if !self.may_write(true) {
             return Err(self.gate.blocked().unwrap_or("not the writer").to_string());
         }
         // Events already in the channel were committed before the request: take them first.
@@ -502,7 +502,11 @@ impl Shipper {
         // Straight to storage while nothing waits before it; otherwise, or if storage fails,
         // into the spool, so the outage costs disk and not memory.
         let mut upload_error = None;
-        if self.spooled == 0 {
+        if self.gate.paused() {
+            upload_error = Some(format!(
+                "TXID {txid:016x} not uploaded: the replica's lease could not be renewed"
+            ));
+        } else if self.spooled == 0 {
             if let Err(e) = self.storage.put(0, txid, txid, ts, &mut b.bytes.as_slice()) {
                 upload_error = Some(format!("upload of TXID {txid:016x} failed: {e}"));
             }

@@ -69,7 +69,7 @@ def test_two_processes_on_one_database_exactly_one_ships(built, work):
     m = lambda name: str(work / name)  # noqa: E731 — marker files
     a = start(db, "A", ["w:30", "f", "s", f"touch:{m('a1')}", f"wait:{m('b1')}",
                         "w:30", "f", "s", f"touch:{m('a2')}", f"wait:{m('b2')}", "w:10", "f", "s"], env)
-    b = start(db, "B", [f"wait:{m('a1')}", "w:30", "sleep:0.5", "s", f"touch:{m('b1')}",
+    b = start(db, "B", [f"wait:{m('a1')}", "w:30", "e", f"touch:{m('b1')}",
                         f"wait:{m('a2')}", "w:30", "s", f"touch:{m('b2')}", f"wait:{m('a_exited')}",
                         "w:30", "f", "s"], env)
     rc_a, out_a, err_a = finish(a)
@@ -199,7 +199,7 @@ def test_second_host_on_the_same_replica_path_is_refused(built, moto, tmp_path, 
     h1 = start(db1, "one", ["w:30", "f", f"touch:{m('h1')}", f"wait:{m('h2')}", "w:20", "f", "s",
                             f"touch:{m('h1done')}", f"wait:{m('checked')}", *tail],
                host_env(one, db1, moto, path, "host-one"))
-    h2 = start(db2, "two", [f"wait:{m('h1')}", "w:40", "sleep:1.5", "s", f"touch:{m('h2')}",
+    h2 = start(db2, "two", [f"wait:{m('h1')}", "w:40", "e", f"touch:{m('h2')}",
                             f"wait:{m('h1_exited')}", "w:10", "f", "s"],
                host_env(two, db2, moto, path, "host-two"))
     # Host one has shipped everything; host two has written meanwhile: the replica is host one's.
@@ -211,7 +211,7 @@ def test_second_host_on_the_same_replica_path_is_refused(built, moto, tmp_path, 
     if restore_s3(moto, path, tmp_path / "r1.db") != content_hash(db1):
         (tmp_path / "checked").touch()
         (tmp_path / "h1_exited").touch()
-        raise AssertionError(f"{keys_before}\n{finish(h1)}\n{finish(h2)}\n{rows_by_writer(tmp_path / 'r1.db')}, {rows_by_writer(db1)}")
+        raise AssertionError(f"the replica is not host one's database:\n{keys_before}\n{finish(h1)}\n{finish(h2)}")
     # The lease object is there, outside the LTX prefixes, naming host one.
     lease = json.loads(moto["s3"].get_object(Bucket=BUCKET, Key=f"{path}/walship-lease.json")["Body"].read())
     assert lease["host"] == "host-one" and lease["pid"] == h1.pid, lease

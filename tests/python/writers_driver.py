@@ -5,6 +5,8 @@ interleave two processes exactly (through marker files), not by timing.
 usage: writers_driver.py EXT DB WHO STEP[,STEP...]
   w:N          commit N one-row transactions (column who = WHO), 10 ms apart
   s            print {"status": walship_status()} as one JSON line
+  e            like s, once the status shows an error (waits up to 30 s: the shipper thread
+               checks the lock and the lease on its own schedule)
   f            walship_flush, retried for up to 20 s while it fails; prints {"flush": txid or
                null, "error": last error}
   touch:PATH   create PATH;   wait:PATH   wait (up to 60 s) until PATH exists
@@ -48,8 +50,14 @@ for step in steps.split(","):
         for i in range(int(arg)):
             db_con().execute("INSERT INTO t(who, v) VALUES (?, ?)", (who, os.urandom(50 + (i * 97) % 2000)))
             time.sleep(0.01)
-    elif op == "s":
-        say({"status": json.loads(db_con().execute("SELECT walship_status()").fetchone()[0])})
+    elif op in ("s", "e"):
+        deadline = time.time() + 30
+        while True:
+            st = json.loads(db_con().execute("SELECT walship_status()").fetchone()[0])
+            if op == "s" or st.get("last_error") or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        say({"status": st})
     elif op == "f":
         deadline, txid, err = time.time() + 20, None, None
         while time.time() < deadline:
