@@ -116,6 +116,10 @@ fn start_replication(path: &str) -> (Option<Handle>, Duration) {
         sync_interval: replica.sync_interval,
         queue_limit: 64 << 20,
         policy,
+        lease: Some(shipper::lease::Settings {
+            ttl: cfg.lease_ttl,
+            renew_every: cfg.lease_renew_interval,
+        }),
     };
     (Some(Handle::start(settings, storage)), timeout)
 }

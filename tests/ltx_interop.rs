@@ -170,7 +170,7 @@ fn version(s: &Scratch, from: Option<&Path>, name: &str, sql: &str) -> (PathBuf,
     }
     sqlite3(&p, sql);
     let bytes = fs::read(&p).unwrap();
-    assert!(!bytes.is_empty() && bytes.len() % page_size_of(&bytes) as usize == 0);
+    assert!(!bytes.is_empty() && bytes.len().is_multiple_of(page_size_of(&bytes) as usize));
     (p, bytes)
 }
 

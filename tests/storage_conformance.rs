@@ -23,7 +23,7 @@ use walvfs::config::{Config, ReplicaKind, S3Config};
 use walvfs::storage::file::FileStorage;
 use walvfs::storage::s3::{self, Layout, RetryPolicy, S3Storage};
 use walvfs::storage::sigv4;
-use walvfs::storage::{FileInfo, Storage, StorageError};
+use walvfs::storage::{FileInfo, Precondition, Storage, StorageError};
 
 const BUCKET: &str = "walship-conformance";
 
@@ -663,6 +663,114 @@ fn put_replaces() {
         st.put(0, 4, 6, 0, &mut &b"second"[..]).unwrap();
         assert_eq!(st.list(0).unwrap(), vec![info(0, 4, 6, 6)], "{}", b.name);
         assert_eq!(read_all(st, 0, 4, 6), b"second", "{}", b.name);
+    }
+}
+
+/// Named objects (the replica lease): compare-and-swap semantics, outside every level listing.
+#[test]
+fn named_objects_are_compare_and_swap() {
+    for b in backends("named") {
+        let st = &*b.storage;
+        let n = "walship-lease.json";
+        assert_eq!(
+            st.get_named(n).unwrap(),
+            None,
+            "{}: missing is None",
+            b.name
+        );
+        // Matches on a missing object fails; Absent creates.
+        assert!(
+            matches!(
+                st.put_named_if(n, b"x", Precondition::Matches("\"nope\"")),
+                Err(StorageError::PreconditionFailed { .. })
+            ),
+            "{}",
+            b.name
+        );
+        let t1 = st.put_named_if(n, b"one", Precondition::Absent).unwrap();
+        let got = st.get_named(n).unwrap().unwrap();
+        assert_eq!(
+            (got.body.as_slice(), got.tag.as_str()),
+            (&b"one"[..], t1.as_str()),
+            "{}",
+            b.name
+        );
+        // A second create, or a write with a stale tag, fails and changes nothing.
+        assert!(
+            matches!(
+                st.put_named_if(n, b"two", Precondition::Absent),
+                Err(StorageError::PreconditionFailed { .. })
+            ),
+            "{}: If-None-Match on an existing object",
+            b.name
+        );
+        let t2 = st
+            .put_named_if(n, b"two", Precondition::Matches(&t1))
+            .unwrap();
+        assert_ne!(t1, t2, "{}", b.name);
+        assert!(
+            matches!(
+                st.put_named_if(n, b"three", Precondition::Matches(&t1)),
+                Err(StorageError::PreconditionFailed { .. })
+            ),
+            "{}: If-Match with a stale tag",
+            b.name
+        );
+        assert_eq!(st.get_named(n).unwrap().unwrap().body, b"two", "{}", b.name);
+        // Invisible to the LTX listing of every level.
+        for level in 0..=9 {
+            assert_eq!(st.list(level).unwrap(), vec![], "{}: level {level}", b.name);
+        }
+        // Delete only with the current tag; a missing object deletes fine.
+        assert!(
+            matches!(
+                st.delete_named_if(n, &t1),
+                Err(StorageError::PreconditionFailed { .. })
+            ),
+            "{}: delete with a stale tag",
+            b.name
+        );
+        assert!(st.get_named(n).unwrap().is_some(), "{}", b.name);
+        st.delete_named_if(n, &t2).unwrap();
+        assert_eq!(st.get_named(n).unwrap(), None, "{}", b.name);
+        st.delete_named_if(n, &t2).unwrap();
+    }
+}
+
+/// Of many writers racing to create (or to replace the same version of) a named object,
+/// exactly one wins.
+#[test]
+fn named_object_races_have_one_winner() {
+    for b in backends("named-race") {
+        let n = "walship-lease.json";
+        let race = |cond: Option<String>| {
+            let wins: Vec<bool> = (0..8)
+                .map(|k| {
+                    let st = b.storage.clone();
+                    let cond = cond.clone();
+                    thread::spawn(move || {
+                        // Distinct bodies: tags may derive from content (S3's MD5 ETag).
+                        let body = format!("writer {k} after {cond:?}");
+                        let c = match &cond {
+                            None => Precondition::Absent,
+                            Some(t) => Precondition::Matches(t),
+                        };
+                        match st.put_named_if(n, body.as_bytes(), c) {
+                            Ok(_) => true,
+                            Err(StorageError::PreconditionFailed { .. }) => false,
+                            Err(e) => panic!("writer {k}: {e}"),
+                        }
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect();
+            wins.iter().filter(|w| **w).count()
+        };
+        assert_eq!(race(None), 1, "{}: creates", b.name);
+        let tag = b.storage.get_named(n).unwrap().unwrap().tag;
+        assert_eq!(race(Some(tag)), 1, "{}: replaces", b.name);
     }
 }
 

@@ -91,6 +91,11 @@ pub struct Config {
     pub shutdown_sync_timeout: Duration,
     /// `shutdown-sync-interval` (default 500ms).
     pub shutdown_sync_interval: Duration,
+    /// `lease-ttl` (walship only; default 30s; 0 = no lease): how long the replica lease
+    /// (`<replica>/walship-lease.json`) lasts without renewal.
+    pub lease_ttl: Duration,
+    /// `lease-renew-interval` (walship only; default 10s, less than `lease-ttl`).
+    pub lease_renew_interval: Duration,
     /// `validation: {interval}`.
     pub validation_interval: Option<Duration>,
     /// `verify-compaction`.
@@ -130,6 +135,8 @@ impl Config {
             l0_retention_check_interval: defaults::L0_RETENTION_CHECK_INTERVAL,
             shutdown_sync_timeout: defaults::SHUTDOWN_SYNC_TIMEOUT,
             shutdown_sync_interval: defaults::SHUTDOWN_SYNC_INTERVAL,
+            lease_ttl: defaults::LEASE_TTL,
+            lease_renew_interval: defaults::LEASE_RENEW_INTERVAL,
             validation_interval: None,
             verify_compaction: false,
             retention_enabled: true,

@@ -76,6 +76,23 @@ pub(crate) fn build(
         positive_duration,
         cfg.shutdown_sync_interval
     );
+    set!(f, "lease-ttl", duration, cfg.lease_ttl);
+    set!(
+        f,
+        "lease-renew-interval",
+        positive_duration,
+        cfg.lease_renew_interval
+    );
+    if !cfg.lease_ttl.is_zero() && cfg.lease_renew_interval >= cfg.lease_ttl {
+        return Err(ConfigError::InvalidValue {
+            at: ctx.at(root_line_of(root, "lease-renew-interval")),
+            key: "lease-renew-interval".into(),
+            message: format!(
+                "must be shorter than `lease-ttl` ({}), e.g. a third of it",
+                super::duration::format_go_duration(cfg.lease_ttl)
+            ),
+        });
+    }
     set!(f, "verify-compaction", bool, cfg.verify_compaction);
     cfg.heartbeat_url = opt_string!(f, "heartbeat-url");
     if let Some(u) = &cfg.heartbeat_url {

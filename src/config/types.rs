@@ -22,6 +22,9 @@ pub mod defaults {
     pub const L0_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(15);
     pub const SHUTDOWN_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
     pub const SHUTDOWN_SYNC_INTERVAL: Duration = Duration::from_millis(500);
+    /// walship only: the replica lease (`lease-ttl`, `lease-renew-interval`).
+    pub const LEASE_TTL: Duration = Duration::from_secs(30);
+    pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(10);
     pub const MONITOR_INTERVAL: Duration = Duration::from_secs(1);
     pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
     pub const BUSY_TIMEOUT: Duration = Duration::from_secs(1);

@@ -210,10 +210,10 @@ fn chain_from<'a>(
             let f = by_min[next];
             next += 1;
             if f.max_txid <= target_txid {
-                if best.map_or(true, |b| rank(f) > rank(b)) {
+                if best.is_none_or(|b| rank(f) > rank(b)) {
                     best = Some(f);
                 }
-            } else if straddler.map_or(true, |s| f.max_txid < s.max_txid) {
+            } else if straddler.is_none_or(|s| f.max_txid < s.max_txid) {
                 straddler = Some(f);
             }
         }

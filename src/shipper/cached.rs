@@ -7,7 +7,9 @@
 //! back. The listing is reloaded every `REFRESH` and after any error from storage, so a file
 //! removed behind our back is noticed. Owns the local copies under `<work dir>/l0/`; never
 //! caches anything but level 0 and never answers `open` from a copy it did not write itself
-//! in this process (the directory is emptied at start).
+//! in this process (the directory is emptied by `reset`, when this process becomes the
+//! replica's writer: taking the local lock and the lease). Named objects (the lease) pass
+//! straight through, never cached.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -17,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::storage::{FileInfo, Storage, StorageError};
+use crate::storage::{FileInfo, Precondition, Storage, StorageError, Tagged};
 
 /// How long a remembered listing is trusted.
 const REFRESH: Duration = Duration::from_secs(600);
@@ -40,9 +42,9 @@ pub struct Cached {
 }
 
 impl Cached {
+    /// Touches nothing on disk until `reset`.
     pub fn new(inner: Box<dyn Storage>, work_dir: &Path) -> Cached {
         let dir = work_dir.join("l0");
-        let _ = fs::remove_dir_all(&dir);
         Cached {
             inner,
             dir,
@@ -57,6 +59,14 @@ impl Cached {
 
     fn known(&self) -> std::sync::MutexGuard<'_, Option<Known>> {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets every listing and every local copy: called whenever this process (re)gains the
+    /// right to write the replica, since another writer may have changed it meanwhile.
+    pub fn reset(&self) {
+        *self.known() = None;
+        let _ = fs::remove_dir_all(&self.dir);
+        self.local_bytes.store(0, Ordering::Relaxed);
     }
 
     /// Forgets every listing (after an error: storage may not be what we think).
@@ -193,6 +203,23 @@ impl Storage for Cached {
             }
         }
         Ok(())
+    }
+
+    fn get_named(&self, name: &str) -> Result<Option<Tagged>, StorageError> {
+        self.inner.get_named(name)
+    }
+
+    fn put_named_if(
+        &self,
+        name: &str,
+        body: &[u8],
+        cond: Precondition<'_>,
+    ) -> Result<String, StorageError> {
+        self.inner.put_named_if(name, body, cond)
+    }
+
+    fn delete_named_if(&self, name: &str, tag: &str) -> Result<(), StorageError> {
+        self.inner.delete_named_if(name, tag)
     }
 }
 

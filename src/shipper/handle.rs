@@ -30,6 +30,8 @@ pub struct Settings {
     pub queue_limit: usize,
     /// Compaction, scheduled snapshots and retention.
     pub policy: super::Policy,
+    /// The replica lease (`None`: no lease).
+    pub lease: Option<super::lease::Settings>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -9,7 +9,10 @@
 
 mod cached;
 mod encode;
+mod gate;
 mod handle;
+pub mod lease;
+mod lock;
 mod maintain;
 mod position;
 mod spool;
@@ -51,7 +54,7 @@ struct Replica {
 
 struct Shipper {
     s: Settings,
-    storage: Box<dyn Storage>,
+    storage: cached::Cached,
     rx: Receiver<Msg>,
     wake: Arc<Wake>,
     queued: Arc<AtomicUsize>,
@@ -68,6 +71,8 @@ struct Shipper {
     spool: spool::Spool,
     /// Files waiting in the spool (kept in step with it, to avoid a directory read per sync).
     spooled: usize,
+    /// May this process write the replica (local lock, lease)?
+    gate: gate::Gate,
 }
 
 /// True when position `a` is at or before `b` in the WAL's history (salt-1 grows by one on
@@ -93,8 +98,8 @@ impl Shipper {
     ) -> Shipper {
         let maint = maintain::Maintenance::new(s.policy.clone());
         let spool = spool::Spool::new(&s.work_dir);
-        let spooled = spool.files().len();
-        let storage: Box<dyn Storage> = Box::new(cached::Cached::new(storage, &s.work_dir));
+        let storage = cached::Cached::new(storage, &s.work_dir);
+        let gate = gate::Gate::new(s.lease);
         Shipper {
             s,
             storage,
@@ -112,14 +117,18 @@ impl Shipper {
             maint,
             status_written: None,
             spool,
-            spooled,
+            // Counted when this process becomes the writer (the spool is the writer's).
+            spooled: 0,
+            gate,
         }
     }
 
     pub(super) fn run(&mut self) {
         let _ = self.wake.thread.set(std::thread::current());
         loop {
-            self.try_repair();
+            if self.may_write(false) {
+                self.try_repair();
+            }
             let wait = self.next_wakeup().saturating_duration_since(Instant::now());
             let msg = match self.deferred.pop() {
                 Some(m) => Ok(m),
@@ -136,17 +145,28 @@ impl Shipper {
                     let _ = ack.send(r);
                 }
                 Ok(Msg::Shutdown(ack)) => {
+                    if self.gate.other_writer() {
+                        // Not this process's replica: nothing of ours to ship (and the reason
+                        // was logged already).
+                        log::debug!("{}: closed without shipping", self.s.db_path);
+                        self.publish_status(true, false);
+                        self.release_writer();
+                        let _ = ack.send(Ok(0));
+                        return;
+                    }
                     let r = self.sync_all();
                     if r.is_ok() {
                         self.mark_clean();
                     }
                     self.publish_status(true, false);
+                    self.release_writer();
                     let _ = ack.send(r);
                     return;
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     let _ = self.sync_all();
+                    self.release_writer();
                     return;
                 }
             }
@@ -211,7 +231,8 @@ impl Shipper {
         } else {
             far
         };
-        batch.min(retry).min(maint).min(far)
+        let gate = self.gate.next_due().unwrap_or(far);
+        batch.min(retry).min(maint).min(gate).min(far)
     }
 
     /// Compaction, scheduled snapshots and retention, when due and the replica is healthy.
@@ -225,10 +246,7 @@ impl Shipper {
         {
             return;
         }
-        if let Err(e) = self
-            .maint
-            .run(self.storage.as_ref(), &self.s.work_dir, txid)
-        {
+        if let Err(e) = self.maint.run(&self.storage, &self.s.work_dir, txid) {
             log::warn!(
                 "{}: replica maintenance failed (will retry): {e}",
                 self.s.db_path
@@ -258,6 +276,10 @@ impl Shipper {
     /// Writes the status file `walship status` reads: on every error state change, and after
     /// syncs at most once a second. Best effort (a status file never fails replication).
     fn publish_status(&mut self, force: bool, running: bool) {
+        // The status file belongs to the process holding the local lock.
+        if !self.gate.holds_lock() {
+            return;
+        }
         if !force
             && self
                 .status_written
@@ -400,7 +422,7 @@ impl Shipper {
 
     /// Uploads what the spool holds, in order.
     fn drain_spool(&mut self) -> Result<(), String> {
-        let r = self.spool.drain(self.storage.as_ref());
+        let r = self.spool.drain(&self.storage);
         let left = self.spool.files().len();
         if left < self.spooled {
             log::info!(
@@ -448,6 +470,9 @@ impl Shipper {
 
     /// Everything received so far, shipped now.
     fn sync_all(&mut self) -> Result<u64, String> {
+        if !self.may_write(true) {
+            return Err(self.gate.blocked().unwrap_or("not the writer").to_string());
+        }
         // Events already in the channel were committed before the request: take them first.
         self.take_queued_events();
         if self.need_snapshot.is_some() && !self.snapshot()? {
@@ -485,7 +510,11 @@ impl Shipper {
         // Straight to storage while nothing waits before it; otherwise, or if storage fails,
         // into the spool, so the outage costs disk and not memory.
         let mut upload_error = None;
-        if self.spooled == 0 {
+        if self.gate.paused() {
+            upload_error = Some(format!(
+                "TXID {txid:016x} not uploaded: the replica's lease could not be renewed"
+            ));
+        } else if self.spooled == 0 {
             if let Err(e) = self.storage.put(0, txid, txid, ts, &mut b.bytes.as_slice()) {
                 upload_error = Some(format!("upload of TXID {txid:016x} failed: {e}"));
             }

@@ -12,7 +12,7 @@ use crate::capture::{Event, Position};
 use crate::clock::now_ms;
 use crate::ltx;
 use crate::snapshot;
-use crate::storage::SNAPSHOT_LEVEL;
+use crate::storage::{Storage, SNAPSHOT_LEVEL};
 
 impl Shipper {
     pub(super) fn local_state(&self, clean: Option<state::FileId>) -> LocalState {
@@ -90,7 +90,7 @@ impl Shipper {
         let mut best: Option<crate::storage::FileInfo> = None;
         for level in [0u8, 1, 2, 3, SNAPSHOT_LEVEL] {
             for f in self.storage.list(level).map_err(|e| e.to_string())? {
-                if best.as_ref().map_or(true, |b| f.max_txid > b.max_txid) {
+                if best.as_ref().is_none_or(|b| f.max_txid > b.max_txid) {
                     best = Some(f);
                 }
             }
@@ -120,6 +120,9 @@ impl Shipper {
         // Files spooled before (an outage, maybe in an earlier process) come first: a snapshot's
         // TXID follows theirs, so it may not reach storage before them.
         if self.spooled > 0 {
+            if self.replica.is_none() {
+                self.drop_superseded_spool()?;
+            }
             self.drain_spool()?;
         }
         if self.replica.is_none() {

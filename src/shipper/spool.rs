@@ -3,7 +3,8 @@
 //!
 //! Owns writing them durably (temp file, fsync, rename, fsync the directory) and draining them
 //! to storage strictly in TXID order, deleting each only after storage acknowledged it. Never
-//! reorders, never deletes an unuploaded file, never touches the database.
+//! reorders, never deletes an unuploaded file (except by `discard`, for files the replica's
+//! history no longer continues from: see `gate.rs`), never touches the database.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -60,6 +61,13 @@ impl Spool {
         write().inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
         })
+    }
+
+    /// Removes files that can no longer be uploaded (best effort).
+    pub fn discard(&self, paths: &[PathBuf]) {
+        for p in paths {
+            let _ = fs::remove_file(p);
+        }
     }
 
     /// Uploads spooled files in order until one fails. Returns how many were uploaded.

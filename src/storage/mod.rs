@@ -57,6 +57,31 @@ pub enum StorageError {
     /// The replica's settings cannot work (bad endpoint URL, bad SSE-C key, ...).
     #[error("{replica}: {message}")]
     Config { replica: String, message: String },
+    /// A conditional write or delete found the object not in the expected state (it exists
+    /// for [`Precondition::Absent`]; it is missing or has another tag for
+    /// [`Precondition::Matches`]): someone else changed it first.
+    #[error("{op} {object}: precondition failed (the object was changed by someone else)")]
+    PreconditionFailed { op: &'static str, object: String },
+    /// The backend does not implement this operation.
+    #[error("{op} on {replica}: not supported by this storage backend")]
+    Unsupported { op: &'static str, replica: String },
+}
+
+/// A small named object beside the LTX files (see [`Storage::get_named`]) and its version
+/// tag (an S3 ETag; a content hash for files). Tags are opaque: compare them only for equality.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tagged {
+    pub body: Vec<u8>,
+    pub tag: String,
+}
+
+/// The state a conditional write requires the named object to be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition<'a> {
+    /// The object must not exist (S3 `If-None-Match: *`).
+    Absent,
+    /// The object must exist with this tag (S3 `If-Match: <etag>`).
+    Matches(&'a str),
 }
 
 /// A failure of a remote store (boxed in [`StorageError`] to keep results small). Never holds
@@ -138,6 +163,55 @@ pub trait Storage: Send + Sync {
     ) -> Result<Box<dyn Read + Send>, StorageError>;
     /// Removes one file; removing a missing file succeeds.
     fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<(), StorageError>;
+
+    // ---- named objects: compare-and-swap on one small object (the replica's lease) --------
+    //
+    // A named object lives directly under the replica root (`<root>/<name>` for files,
+    // `<path>/<name>` for S3/GCS), outside the `ltx/<level>/` (`<level %04x>/`) prefixes that
+    // Litestream and `list` read, so Litestream ignores it. `name` is a plain file name
+    // (no `/`). Bodies are small (read whole into memory). The three calls below are
+    // linearizable per object: of two concurrent conditional writes with the same
+    // precondition, at most one succeeds; the other gets `PreconditionFailed`. Tags may be
+    // derived from the content (S3's ETag is an MD5), so rewriting identical bytes keeps the
+    // tag: callers make every body unique (the lease carries its owner and write time). The default
+    // implementations answer `Unsupported` (test doubles that need no lease).
+
+    /// Reads a named object whole with its current tag; a missing object is `Ok(None)`.
+    fn get_named(&self, name: &str) -> Result<Option<Tagged>, StorageError> {
+        let _ = name;
+        Err(StorageError::Unsupported {
+            op: "get_named",
+            replica: self.describe(),
+        })
+    }
+
+    /// Writes a named object only if it is in the state `cond` requires, atomically, and
+    /// returns its new tag. Otherwise fails with `StorageError::PreconditionFailed` and
+    /// changes nothing (`Matches` on a missing object is a failed precondition too). Not
+    /// idempotent by nature: after a transient error the write may have happened, so callers
+    /// read the object back (`get_named`) to learn who won.
+    fn put_named_if(
+        &self,
+        name: &str,
+        body: &[u8],
+        cond: Precondition<'_>,
+    ) -> Result<String, StorageError> {
+        let _ = (name, body, cond);
+        Err(StorageError::Unsupported {
+            op: "put_named_if",
+            replica: self.describe(),
+        })
+    }
+
+    /// Removes a named object only if its tag is still `tag`; a missing object succeeds,
+    /// another tag is `StorageError::PreconditionFailed` (and nothing is removed).
+    fn delete_named_if(&self, name: &str, tag: &str) -> Result<(), StorageError> {
+        let _ = (name, tag);
+        Err(StorageError::Unsupported {
+            op: "delete_named_if",
+            replica: self.describe(),
+        })
+    }
 }
 
 /// Opens the storage a configured replica names: a directory, S3 (or an S3-compatible store),

@@ -87,7 +87,7 @@ use self::errors::Failure;
 use self::request::{drain, GetReader, Req};
 use self::xml::xml_escape;
 use super::sigv4;
-use super::{FileInfo, Storage, StorageError};
+use super::{FileInfo, Precondition, Storage, StorageError, Tagged};
 use crate::config::{CredentialSource, Secret};
 use crate::ltx;
 
@@ -325,6 +325,42 @@ impl Inner {
         )
     }
 
+    /// The key of a named object (the lease): directly under the replica path, outside the
+    /// level prefixes Litestream lists.
+    fn named_key(&self, name: &str) -> String {
+        if self.path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", self.path)
+        }
+    }
+
+    /// DELETE with `If-Match`: 412 is a failed precondition, a missing object success.
+    fn delete_if(&self, key: &str, etag: &str) -> Result<(), StorageError> {
+        let req = Req {
+            method: "DELETE",
+            key: Some(key),
+            query: vec![],
+            headers: vec![("if-match".to_string(), etag.to_string())],
+            sse_c: false,
+            body: None,
+        };
+        match self.send(&req) {
+            Ok(r) => {
+                drain(r);
+                Ok(())
+            }
+            Err(Failure::Status { code, .. }) if code == "NoSuchKey" || code == "NotFound" => {
+                Ok(())
+            }
+            Err(f) if upload::precondition_failed(&f) => Err(StorageError::PreconditionFailed {
+                op: "delete",
+                object: self.object(key),
+            }),
+            Err(f) => Err(self.error("delete", &self.object(key), f)),
+        }
+    }
+
     /// `s3://bucket/key`, for messages.
     fn object(&self, key: &str) -> String {
         format!("{}://{}/{}", self.scheme, self.bucket, key)
@@ -403,6 +439,47 @@ impl Storage for S3Storage {
     fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<(), StorageError> {
         let key = self.inner.key(level, min_txid, max_txid);
         self.inner.delete(&key)
+    }
+
+    fn get_named(&self, name: &str) -> Result<Option<Tagged>, StorageError> {
+        let i = &self.inner;
+        let key = i.named_key(name);
+        let object = i.object(&key);
+        let resp = match i.get(&key, 0, None) {
+            Ok(r) => r,
+            Err(f) => {
+                return match i.error("get", &object, f) {
+                    StorageError::NotFound { .. } => Ok(None),
+                    e => Err(e),
+                }
+            }
+        };
+        let tag = resp.header("etag").unwrap_or_default().to_string();
+        let mut body = Vec::new();
+        resp.into_reader()
+            .take(1 << 20)
+            .read_to_end(&mut body)
+            .map_err(|e| i.read_error("get", &object, e))?;
+        Ok(Some(Tagged { body, tag }))
+    }
+
+    fn put_named_if(
+        &self,
+        name: &str,
+        body: &[u8],
+        cond: Precondition<'_>,
+    ) -> Result<String, StorageError> {
+        let key = self.inner.named_key(name);
+        match self.inner.put_if(&key, body, cond)? {
+            Some(tag) => Ok(tag),
+            // A store that sends no ETag: read it back.
+            None => Ok(self.get_named(name)?.map(|t| t.tag).unwrap_or_default()),
+        }
+    }
+
+    fn delete_named_if(&self, name: &str, tag: &str) -> Result<(), StorageError> {
+        let key = self.inner.named_key(name);
+        self.inner.delete_if(&key, tag)
     }
 }
 

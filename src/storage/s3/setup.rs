@@ -195,7 +195,7 @@ impl S3Storage {
             .build();
         // Virtual-hosted names with dots do not match a wildcard TLS certificate: AWS SDKs
         // fall back to path-style for those, and so do we.
-        let https = endpoint.as_ref().map_or(true, |e| e.https);
+        let https = endpoint.as_ref().is_none_or(|e| e.https);
         let path_style = c.force_path_style || (https && c.bucket.contains('.'));
         Ok(S3Storage {
             inner: Arc::new(Inner {
@@ -247,7 +247,7 @@ fn base64_encode(data: &[u8]) -> String {
 
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
-    if s.len() % 4 != 0 {
+    if !s.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(s.len() / 4 * 3);

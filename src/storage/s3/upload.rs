@@ -12,7 +12,20 @@ use super::errors::{Failure, TransportKind};
 use super::request::{drain, Req};
 use super::xml::{xml_escape, xml_text, MAX_XML_BODY};
 use super::{litestream_timestamp, Inner, Layout, METADATA_TIMESTAMP};
-use crate::storage::{RemoteFailure, StorageError};
+use crate::storage::{Precondition, RemoteFailure, StorageError};
+
+/// Whether a conditional request failed because the object was not in the required state.
+pub(super) fn precondition_failed(f: &Failure) -> bool {
+    match f {
+        Failure::Status { status, code, .. } => {
+            *status == 412
+                || code == "PreconditionFailed"
+                || code == "ConditionalRequestConflict"
+                || (*status == 409 && code.is_empty())
+        }
+        Failure::Transport { .. } => false,
+    }
+}
 
 /// S3's limit on parts per upload.
 const MAX_PARTS: u32 = 10_000;
@@ -39,6 +52,47 @@ impl Inner {
         }
         h.extend(self.sse_write.iter().cloned());
         h
+    }
+
+    /// One conditional PutObject of a small body (`If-None-Match: *` or `If-Match: <etag>`);
+    /// returns the new ETag when the store sends one. A 412 (or a 409 conflicting
+    /// conditional write, or `If-Match` on a missing key) is `PreconditionFailed`.
+    pub(super) fn put_if(
+        &self,
+        key: &str,
+        body: &[u8],
+        cond: Precondition<'_>,
+    ) -> Result<Option<String>, StorageError> {
+        let object = self.object(key);
+        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+        headers.extend(self.sse_write.iter().cloned());
+        match cond {
+            Precondition::Absent => headers.push(("if-none-match".into(), "*".into())),
+            Precondition::Matches(tag) => headers.push(("if-match".into(), tag.to_string())),
+        }
+        let req = Req {
+            method: "PUT",
+            key: Some(key),
+            query: vec![],
+            headers,
+            sse_c: true,
+            body: Some(body),
+        };
+        match self.send(&req) {
+            Ok(resp) => {
+                let tag = resp.header("etag").map(str::to_string);
+                drain(resp);
+                Ok(tag)
+            }
+            Err(f)
+                if precondition_failed(&f)
+                    || (matches!(cond, Precondition::Matches(_))
+                        && matches!(f.code(), "NoSuchKey" | "NotFound")) =>
+            {
+                Err(StorageError::PreconditionFailed { op: "put", object })
+            }
+            Err(f) => Err(self.error("put", &object, f)),
+        }
     }
 
     pub(super) fn put(
