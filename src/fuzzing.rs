@@ -279,7 +279,7 @@ pub fn capture_sequence(data: &[u8]) {
             1 => {
                 // A WAL restart: SQLite writes exactly the 32-byte header at offset 0.
                 let v = input.u8();
-                if v % 8 == 0 {
+                if v.is_multiple_of(8) {
                     m.page_size = PAGE_SIZES[usize::from(v >> 3) % 4];
                 }
                 m.salt1 = m.salt1.wrapping_add(1);
