@@ -3,17 +3,19 @@
 //   GET  /notes                    -> {"count": n}
 //   GET  /backup                   -> walship_status() of the database
 // Replicated by walship as ./litestream.yml says; SIGTERM/SIGINT wait for the replica first.
+// The two lines that differ from the Litestream-sidecar version are in docs/COMING-FROM-LITESTREAM.md
+// (the `require` and the `open`, plus `flushOnExit`).
 'use strict';
 const fs = require('fs');
 const http = require('http');
-const { open, flushOnExit, status } = require('walship'); // was: const Database = require('better-sqlite3');
+const { open, flushOnExit } = require('walship');
 
 fs.mkdirSync('data', { recursive: true });
-const db = open('data/app.db'); // was: const db = new Database('data/app.db');
+const db = open('data/app.db');
+flushOnExit(db);
 db.pragma('journal_mode = WAL');
 db.pragma('cache_size = -8000');
 db.exec('CREATE TABLE IF NOT EXISTS notes(id INTEGER PRIMARY KEY, body TEXT NOT NULL, created_at TEXT NOT NULL)');
-flushOnExit(db, { timeoutMs: 10000 });
 
 const insert = db.prepare('INSERT INTO notes(body, created_at) VALUES (?, ?)');
 const count = db.prepare('SELECT count(*) FROM notes').pluck();
@@ -35,7 +37,7 @@ const server = http.createServer((req, res) => {
   } else if (req.method === 'GET' && req.url === '/notes') {
     reply(res, 200, { count: count.get() });
   } else if (req.method === 'GET' && req.url === '/backup') {
-    reply(res, 200, status(db));
+    reply(res, 200, JSON.parse(db.prepare('SELECT walship_status()').pluck().get()));
   } else {
     reply(res, 404, { error: 'not found' });
   }
