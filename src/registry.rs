@@ -173,6 +173,23 @@ pub fn lookup_wal(wal_path: &str) -> Option<Arc<Db>> {
     lock(&DBS).get(db).cloned()
 }
 
+/// A rollback journal was opened for a database served through the VFS: it is not in WAL mode,
+/// so its commits never reach the WAL and are not replicated. Said once per database.
+pub fn rollback_journal_opened(journal_path: &str) {
+    let Some(path) = journal_path.strip_suffix("-journal") else {
+        return;
+    };
+    let replicated = lock(&DBS).get(path).is_some_and(|db| db.ship.is_some());
+    if replicated {
+        crate::logging::warn_once(&format!("journal {path}"), || {
+            format!(
+                "{path}: not in WAL mode (SQLite opened a rollback journal), so its changes are NOT \
+                 replicated; run PRAGMA journal_mode=WAL on it"
+            )
+        });
+    }
+}
+
 /// `WALSHIP_TRACE=/path`: one line per call the shim observes, for the test that records
 /// SQLite's real call sequences (tests/python/test_wal_sequences.py). Off by default.
 static TRACE: Lazy<Option<Mutex<std::fs::File>>> = Lazy::new(|| {

@@ -149,6 +149,12 @@ unsafe extern "C" fn x_open(
         } else if flags & sys::SQLITE_OPEN_WAL != 0 {
             Role::Wal
         } else {
+            if flags & sys::SQLITE_OPEN_MAIN_JOURNAL != 0 {
+                // SAFETY: name is SQLite's full pathname for a main journal.
+                if let Some(path) = unsafe { c_str(name) } {
+                    registry::rollback_journal_opened(path);
+                }
+            }
             // SAFETY: szOsFile covers the lower file; SQLite zeroed nothing we rely on.
             return unsafe { l.xOpen.unwrap()(lower, name, file, flags, out_flags) };
         };

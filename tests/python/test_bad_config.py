@@ -1,6 +1,8 @@
 """Bad configuration: the message names what is wrong and what to do, and the application's
 database keeps working (served without replication) — nothing is lost or refused."""
 import json
+import os
+import subprocess
 
 import pytest
 
@@ -61,3 +63,17 @@ def test_unknown_key_warns_and_replication_still_works(built, work):
     p = run([SYS_PYTHON, str(script), str(EXT), str(db)], env={"WALSHIP_CONFIG": str(cfg)})
     assert "sync-intreval" in p.stderr and "sync-interval" in p.stderr, p.stderr
     assert json.loads(p.stdout)["status"]["replicated"] is True
+
+
+def test_a_database_not_in_wal_mode_is_named_once(built, work):
+    """Rollback-journal commits never reach the WAL: walship says so once, not silently."""
+    db = work / "app.db"
+    cfg = work / "litestream.yml"
+    cfg.write_text(f"dbs:\n  - path: {db}\n    replica:\n      type: file\n      path: {work}/r\n")
+    sql = "".join(f"INSERT INTO t VALUES ({i});\n" for i in range(20))
+    p = subprocess.run(["sqlite3", "-cmd", f".load {EXT.with_suffix('')}", f"file:{db}?vfs=walship"],
+                       env={**os.environ, "WALSHIP_CONFIG": str(cfg)}, capture_output=True, text=True,
+                       input=f"CREATE TABLE t(x);\n{sql}SELECT count(*) FROM t;\n", timeout=60)
+    assert p.stdout.strip() == "20"
+    named = [l for l in p.stderr.splitlines() if "not in WAL mode" in l]
+    assert len(named) == 1 and str(db) in named[0] and "PRAGMA journal_mode=WAL" in named[0], p.stderr
