@@ -11,6 +11,7 @@ pub mod ffi;
 pub mod fuzzing;
 pub mod logging;
 pub mod ltx;
+pub mod metrics;
 pub mod pool;
 pub mod registry;
 pub mod restore;

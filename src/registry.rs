@@ -44,8 +44,12 @@ fn config() -> Option<&'static Config> {
     CONFIG
         .get_or_init(|| match Config::discover() {
             Ok(Some(c)) => {
+                crate::logging::configure(&c.logging);
                 for w in &c.warnings {
                     log::warn!("{w}");
+                }
+                if let Some(addr) = &c.addr {
+                    crate::metrics::http::start(addr);
                 }
                 Some(c)
             }

@@ -106,7 +106,7 @@ pub struct Config {
     pub heartbeat_url: Option<String>,
     /// `heartbeat-interval` (default 5m, minimum 1m).
     pub heartbeat_interval: Duration,
-    /// `addr` (Litestream's metrics listener). Kept; walship serves no HTTP.
+    /// `addr` (Litestream's metrics listener): where `src/metrics/http.rs` serves `GET /metrics`.
     pub addr: Option<String>,
     /// `mcp-addr`. Kept; unused.
     pub mcp_addr: Option<String>,

@@ -167,9 +167,17 @@ pub(crate) fn build(
             }
             1 => set!(sf, "enabled", bool, cfg.retention_enabled),
             2 => {
-                cfg.logging.level = opt_string!(sf, "level");
-                cfg.logging.kind = opt_string!(sf, "type");
-                set!(sf, "stderr", bool, cfg.logging.stderr);
+                if let Some((n, k)) = sf.take("level") {
+                    cfg.logging.level = ctx.string(n, &k)?.non_empty().map(str::to_string);
+                    check_choice(ctx, n.line(), &k, &cfg.logging.level, LOG_LEVELS);
+                }
+                if let Some((n, k)) = sf.take("type") {
+                    cfg.logging.kind = ctx.string(n, &k)?.non_empty().map(str::to_string);
+                    check_choice(ctx, n.line(), &k, &cfg.logging.kind, LOG_TYPES);
+                }
+                if let Some((n, k)) = sf.take("stderr") {
+                    cfg.logging.stderr = ctx.bool(n, &k)?;
+                }
                 set!(sf, "source", bool, cfg.logging.source);
             }
             _ => {
@@ -240,5 +248,32 @@ fn root_line_of(root: &Node, key: &str) -> usize {
             .find(|(k, _)| matches!(k, Node::Scalar { text, .. } if text == key))
             .map_or(0, |(k, _)| k.line()),
         _ => 0,
+    }
+}
+
+/// `logging.level` values Litestream 0.5 knows (case-insensitive; anything else means info).
+const LOG_LEVELS: &[&str] = &["debug", "info", "warn", "warning", "error"];
+/// `logging.type` values (Litestream: anything but `json` means text).
+const LOG_TYPES: &[&str] = &["text", "json"];
+
+/// Warns (never fails: a logging typo must not stop replication) when `value` is not one of
+/// `choices`, saying what walship does instead.
+fn check_choice(
+    ctx: &mut Ctx<'_>,
+    line: usize,
+    key: &str,
+    value: &Option<String>,
+    choices: &[&str],
+) {
+    let Some(v) = value else { return };
+    if !choices.iter().any(|c| c.eq_ignore_ascii_case(v)) {
+        let fallback = if choices == LOG_TYPES { "text" } else { "info" };
+        ctx.warn(
+            line,
+            format!(
+                "`{key}` = {v:?} is not one of {}; using {fallback}",
+                choices.join(", ")
+            ),
+        );
     }
 }

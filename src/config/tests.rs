@@ -287,7 +287,7 @@ dbs:
         LoggingConfig {
             level: Some("debug".into()),
             kind: Some("json".into()),
-            stderr: true,
+            stderr: Some(true),
             source: false
         }
     );
@@ -941,4 +941,20 @@ fn yaml_11_scalars_like_litestream() {
         msg.contains("dbs[0].min-checkpoint-page-count") && msg.contains("\"lots\""),
         "{msg}"
     );
+}
+
+#[test]
+fn logging_values_warn_and_stderr_false_means_stdout() {
+    let c = ok("logging:\n  level: loud\n  type: xml\n  stderr: false\ndbs:\n  - path: /d/a.db\n    replica:\n      path: /r\n");
+    assert_eq!(c.logging.stderr, Some(false));
+    assert_eq!(c.logging.level.as_deref(), Some("loud"));
+    let w = c.warnings.join("\n");
+    assert!(w.contains(":2: `logging.level` = \"loud\" is not one of debug, info, warn, warning, error; using info"), "{w}");
+    assert!(
+        w.contains(":3: `logging.type` = \"xml\" is not one of text, json; using text"),
+        "{w}"
+    );
+    let c = ok("logging:\n  level: WARN\n  type: json\ndbs:\n  - path: /d/a.db\n    replica:\n      path: /r\n");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(c.logging.stderr, None);
 }

@@ -107,17 +107,17 @@ impl Default for SnapshotConfig {
     }
 }
 
-/// `logging:`. walship does not own the process's logger; the host app's logger decides.
-/// These are kept so the caller can apply them if it wants to.
+/// `logging:` (Litestream 0.5's keys). Applied to walship's own logger (`src/logging.rs`) when
+/// the extension installed it; `WALSHIP_LOG` / `WALSHIP_LOG_FORMAT` in the environment win.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoggingConfig {
-    /// `level` (debug, info, warn, error). `LOG_LEVEL` in the environment overrides it.
+    /// `level` (debug, info, warn, error).
     pub level: Option<String>,
     /// `type` (text, json).
     pub kind: Option<String>,
-    /// `stderr`: log to stderr instead of stdout.
-    pub stderr: bool,
-    /// `source`: add source file/line to log records.
+    /// `stderr`: `Some(false)` logs to stdout; unset keeps walship's default, stderr.
+    pub stderr: Option<bool>,
+    /// `source`: add the source file and line to JSON log lines.
     pub source: bool,
 }
 

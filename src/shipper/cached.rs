@@ -9,16 +9,18 @@
 //! caches anything but level 0 and never answers `open` from a copy it did not write itself
 //! in this process (the directory is emptied by `reset`, when this process becomes the
 //! replica's writer: taking the local lock and the lease). Named objects (the lease) pass
-//! straight through, never cached.
+//! straight through, never cached. Every call that reaches storage is counted in the
+//! database's metrics (`metrics.rs`: operations, errors, bytes); answers from the cache are not.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::metrics::{DbMetrics, Op};
 use crate::storage::{FileInfo, Precondition, Storage, StorageError, Tagged};
 
 /// How long a remembered listing is trusted.
@@ -39,17 +41,33 @@ pub struct Cached {
     known: Mutex<Option<Known>>,
     /// Bytes of level-0 copies on disk.
     local_bytes: AtomicU64,
+    metrics: Arc<DbMetrics>,
+}
+
+/// A GET body that counts its bytes as they are read.
+struct CountingRead {
+    inner: Box<dyn Read + Send>,
+    metrics: Arc<DbMetrics>,
+}
+
+impl Read for CountingRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.metrics.storage_bytes(Op::Get, n as u64);
+        Ok(n)
+    }
 }
 
 impl Cached {
     /// Touches nothing on disk until `reset`.
-    pub fn new(inner: Box<dyn Storage>, work_dir: &Path) -> Cached {
+    pub fn new(inner: Box<dyn Storage>, work_dir: &Path, metrics: Arc<DbMetrics>) -> Cached {
         let dir = work_dir.join("l0");
         Cached {
             inner,
             dir,
             known: Mutex::new(None),
             local_bytes: AtomicU64::new(0),
+            metrics,
         }
     }
 
@@ -83,6 +101,20 @@ impl Cached {
         }
         r
     }
+
+    /// Counts one call that reached storage. A failed precondition is an answer (the lease
+    /// protocol expects them), not an error.
+    fn count<T>(
+        &self,
+        op: Op,
+        r: Result<T, StorageError>,
+        bytes: impl FnOnce(&T) -> u64,
+    ) -> Result<T, StorageError> {
+        let ok = matches!(r, Ok(_) | Err(StorageError::PreconditionFailed { .. }));
+        let n = r.as_ref().map_or(0, bytes);
+        self.metrics.storage_op(op, ok, n);
+        r
+    }
 }
 
 impl Storage for Cached {
@@ -104,7 +136,7 @@ impl Storage for Cached {
                 return Ok(files.values().cloned().collect());
             }
         }
-        let files = self.note(self.inner.list(level))?;
+        let files = self.note(self.count(Op::List, self.inner.list(level), |_| 0))?;
         if let Some(k) = self.known().as_mut() {
             k.levels.insert(
                 level,
@@ -135,13 +167,14 @@ impl Storage for Cached {
                     source,
                     hint: None,
                 })?;
-            let size = self.note(self.inner.put(
+            let r = self.inner.put(
                 level,
                 min_txid,
                 max_txid,
                 timestamp_ms,
                 &mut bytes.as_slice(),
-            ))?;
+            );
+            let size = self.note(self.count(Op::Put, r, |n| *n))?;
             // Best effort: without the copy, compaction reads the file from storage.
             if fs::create_dir_all(&self.dir)
                 .and_then(|_| fs::write(self.local(min_txid, max_txid), &bytes))
@@ -152,8 +185,10 @@ impl Storage for Cached {
             }
             size
         } else {
-            self.note(self.inner.put(level, min_txid, max_txid, timestamp_ms, src))?
+            let r = self.inner.put(level, min_txid, max_txid, timestamp_ms, src);
+            self.note(self.count(Op::Put, r, |n| *n))?
         };
+        self.metrics.uploaded(level);
         if let Some(k) = self.known().as_mut() {
             if let Some(files) = k.levels.get_mut(&level) {
                 files.insert(
@@ -181,11 +216,17 @@ impl Storage for Cached {
                 return Ok(Box::new(io::BufReader::with_capacity(64 << 10, f)));
             }
         }
-        self.note(self.inner.open(level, min_txid, max_txid))
+        let r = self.inner.open(level, min_txid, max_txid);
+        let body = self.note(self.count(Op::Get, r, |_| 0))?;
+        Ok(Box::new(CountingRead {
+            inner: body,
+            metrics: self.metrics.clone(),
+        }))
     }
 
     fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<(), StorageError> {
-        self.note(self.inner.delete(level, min_txid, max_txid))?;
+        let r = self.inner.delete(level, min_txid, max_txid);
+        self.note(self.count(Op::Delete, r, |_| 0))?;
         let freed = if level == 0 {
             let path = self.local(min_txid, max_txid);
             let len = fs::metadata(&path).map_or(0, |m| m.len());
@@ -206,7 +247,10 @@ impl Storage for Cached {
     }
 
     fn get_named(&self, name: &str) -> Result<Option<Tagged>, StorageError> {
-        self.inner.get_named(name)
+        let r = self.inner.get_named(name);
+        self.count(Op::Get, r, |t| {
+            t.as_ref().map_or(0, |t| t.body.len() as u64)
+        })
     }
 
     fn put_named_if(
@@ -215,11 +259,13 @@ impl Storage for Cached {
         body: &[u8],
         cond: Precondition<'_>,
     ) -> Result<String, StorageError> {
-        self.inner.put_named_if(name, body, cond)
+        let r = self.inner.put_named_if(name, body, cond);
+        self.count(Op::Put, r, |_| body.len() as u64)
     }
 
     fn delete_named_if(&self, name: &str, tag: &str) -> Result<(), StorageError> {
-        self.inner.delete_named_if(name, tag)
+        let r = self.inner.delete_named_if(name, tag);
+        self.count(Op::Delete, r, |_| 0)
     }
 }
 
@@ -274,6 +320,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("walship-cached-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let (lists, opens) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let metrics = DbMetrics::detached("/d/a.db", "file:///r");
         let c = Cached::new(
             Box::new(Counting {
                 inner: FileStorage::new(dir.join("replica")),
@@ -281,6 +328,7 @@ mod tests {
                 opens: opens.clone(),
             }),
             &dir.join("work"),
+            metrics.clone(),
         );
         assert!(c.list(0).unwrap().is_empty());
         for txid in 1..=3u64 {
@@ -323,6 +371,30 @@ mod tests {
         let before = lists.load(Ordering::SeqCst);
         c.list(0).unwrap();
         assert_eq!(lists.load(Ordering::SeqCst), before + 1);
+
+        // Metrics count the calls that reached storage, not the answers from the cache.
+        let text = crate::metrics::render(&[metrics], 0);
+        let op = |name: &str, op: &str| {
+            let key = format!("{name}{{db=\"/d/a.db\",replica_type=\"file\",op=\"{op}\"}} ");
+            let line = text.lines().find(|l| l.starts_with(&key)).unwrap();
+            line[key.len()..].parse::<u64>().unwrap()
+        };
+        assert_eq!(
+            op("walship_storage_operations_total", "list"),
+            before as u64 + 2,
+            "level 9 listed too"
+        );
+        assert_eq!(op("walship_storage_operations_total", "put"), 6);
+        assert_eq!(
+            op("walship_storage_operations_total", "get"),
+            1,
+            "the failed open"
+        );
+        assert_eq!(op("walship_storage_errors_total", "get"), 1);
+        assert_eq!(op("walship_storage_operations_total", "delete"), 1);
+        assert_eq!(op("walship_storage_bytes_total", "put"), 3 * 9 + 2 + 2 + 2);
+        assert!(text.contains("walship_sync_count{db=\"/d/a.db\"} 3\n"));
+        assert!(text.contains("walship_snapshot_count{db=\"/d/a.db\"} 2\n"));
         let _ = fs::remove_dir_all(&dir);
     }
 }

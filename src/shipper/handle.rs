@@ -155,6 +155,8 @@ impl Handle {
         }));
         let limit = settings.queue_limit;
         let wake = Arc::new(Wake::default());
+        let metrics = crate::metrics::for_db(&settings.db_path, &storage.describe());
+        metrics.attach_queue(queued.clone());
         let mut s = Shipper::new(
             settings,
             storage,
@@ -162,6 +164,7 @@ impl Handle {
             wake.clone(),
             queued.clone(),
             status.clone(),
+            metrics,
         );
         let thread = std::thread::Builder::new()
             .name("walship-shipper".into())

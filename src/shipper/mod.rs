@@ -73,6 +73,7 @@ struct Shipper {
     spooled: usize,
     /// May this process write the replica (local lock, lease)?
     gate: gate::Gate,
+    metrics: Arc<crate::metrics::DbMetrics>,
 }
 
 /// True when position `a` is at or before `b` in the WAL's history (salt-1 grows by one on
@@ -95,10 +96,11 @@ impl Shipper {
         wake: Arc<Wake>,
         queued: Arc<AtomicUsize>,
         status: Arc<Mutex<Status>>,
+        metrics: Arc<crate::metrics::DbMetrics>,
     ) -> Shipper {
         let maint = maintain::Maintenance::new(s.policy.clone());
         let spool = spool::Spool::new(&s.work_dir);
-        let storage = cached::Cached::new(storage, &s.work_dir);
+        let storage = cached::Cached::new(storage, &s.work_dir, metrics.clone());
         let gate = gate::Gate::new(s.lease);
         Shipper {
             s,
@@ -120,6 +122,7 @@ impl Shipper {
             // Counted when this process becomes the writer (the spool is the writer's).
             spooled: 0,
             gate,
+            metrics,
         }
     }
 
@@ -313,7 +316,15 @@ impl Shipper {
         }
     }
 
+    /// After each shipping step: metrics (TXID, errors, what is still behind for the lag).
+    fn note_step(&self, ok: bool) {
+        let behind = self.spooled > 0 || self.need_snapshot.is_some() || self.replica.is_none();
+        let txid = self.replica.as_ref().map_or(0, |r| r.txid);
+        self.metrics.step(ok, txid, self.batch.is_empty(), behind);
+    }
+
     fn failed(&mut self, e: String) {
+        self.note_step(false);
         self.set_error(Some(e));
         self.retry_at = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
@@ -326,6 +337,7 @@ impl Shipper {
             st.pending_txns = self.batch.len();
             st.last_sync_ms = Some(now_ms());
         }
+        self.note_step(true);
         self.retry_at = None;
         self.backoff = Duration::from_millis(100);
         self.set_error(None);
@@ -335,6 +347,9 @@ impl Shipper {
     fn on_event(&mut self, e: Event) {
         if let Event::Commit(t) = &e {
             self.queued.fetch_sub(t.bytes(), Ordering::AcqRel);
+            if !self.gate.other_writer() {
+                self.metrics.commit_seen(t.committed_at_ms); // a standby's lag means nothing
+            }
         }
         if self.need_snapshot.is_some() {
             return; // the snapshot will read this state from the files
@@ -444,6 +459,7 @@ impl Shipper {
         } else {
             self.spool.bytes()
         };
+        self.metrics.set_spooled_bytes(st.spooled_bytes);
     }
 
     fn ship_batch_logged(&mut self) {
