@@ -89,7 +89,7 @@ impl Shipper {
             return false;
         }
         if self.gate.lock.is_none() {
-            match lock::try_take(&self.s.work_dir) {
+            match lock::try_take(&self.s.work_dir, std::path::Path::new(&self.s.db_path)) {
                 Ok(Outcome::Held(l)) => self.gate.lock = Some(l),
                 Ok(Outcome::Busy { holder }) => {
                     return self.block(lock::busy_message(holder, LOCK_RETRY), LOCK_RETRY, true)

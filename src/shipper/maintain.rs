@@ -347,7 +347,9 @@ mod tests {
             store.put(9, 1, t, ts, &mut &snapshot(t, ts)[..]).unwrap();
         }
         let now = now_ms();
-        store.put(9, 1, 201, now, &mut &snapshot(201, now)[..]).unwrap();
+        store
+            .put(9, 1, 201, now, &mut &snapshot(201, now)[..])
+            .unwrap();
         let mut m = Maintenance::new(Policy {
             levels: Vec::new(),
             snapshot_interval: Duration::ZERO,
@@ -364,7 +366,11 @@ mod tests {
         let left: Vec<u64> = store.list(9).unwrap().iter().map(|f| f.max_txid).collect();
         assert_eq!(left, vec![200, 201]);
         // The base was found by binary search: a few header reads, not 201.
-        assert!(m.snapshot_ts.len() <= 12, "{} headers read", m.snapshot_ts.len());
+        assert!(
+            m.snapshot_ts.len() <= 12,
+            "{} headers read",
+            m.snapshot_ts.len()
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

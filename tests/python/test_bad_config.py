@@ -71,9 +71,9 @@ def test_a_database_not_in_wal_mode_is_named_once(built, work):
     cfg = work / "litestream.yml"
     cfg.write_text(f"dbs:\n  - path: {db}\n    replica:\n      type: file\n      path: {work}/r\n")
     sql = "".join(f"INSERT INTO t VALUES ({i});\n" for i in range(20))
-    p = subprocess.run(["sqlite3", "-cmd", f".load {EXT.with_suffix('')}", f"file:{db}?vfs=walship"],
-                       env={**os.environ, "WALSHIP_CONFIG": str(cfg)}, capture_output=True, text=True,
-                       input=f"CREATE TABLE t(x);\n{sql}SELECT count(*) FROM t;\n", timeout=60)
+    script = f".load {EXT.with_suffix('')}\n.open file:{db}?vfs=walship\nCREATE TABLE t(x);\n{sql}SELECT count(*) FROM t;\n"
+    p = subprocess.run(["sqlite3"], env={**os.environ, "WALSHIP_CONFIG": str(cfg)}, capture_output=True,
+                       text=True, input=script, timeout=60)
     assert p.stdout.strip() == "20"
     named = [l for l in p.stderr.splitlines() if "not in WAL mode" in l]
     assert len(named) == 1 and str(db) in named[0] and "PRAGMA journal_mode=WAL" in named[0], p.stderr

@@ -63,10 +63,13 @@ impl Meter {
                 } else {
                     Duration::from_secs(1)
                 };
-                let mut last = Instant::now();
+                // Drawn at once, then every tick: a restore shorter than a tick still shows one.
+                let mut last = Instant::now()
+                    .checked_sub(tick)
+                    .unwrap_or_else(Instant::now);
                 while !c.stop.load(Ordering::Acquire) {
-                    std::thread::park_timeout(tick);
-                    if c.stop.load(Ordering::Acquire) || last.elapsed() < tick {
+                    if last.elapsed() < tick {
+                        std::thread::park_timeout(tick - last.elapsed());
                         continue;
                     }
                     last = Instant::now();
