@@ -275,6 +275,16 @@ impl Capture {
         if offset == 0 && data.len() >= wal::WAL_HEADER_SIZE {
             if let Some(h) = WalHeader::parse(data) {
                 self.begin_if_needed();
+                // A new WAL starts from the database file alone: with no earlier position
+                // known (first open in EXCLUSIVE mode, where no wal-index tells us one), that is
+                // the base, the same "no WAL frames" position a snapshot of the file records.
+                if self.txn_base.is_none() {
+                    self.txn_base = Some(Position {
+                        salt1: 0,
+                        salt2: 0,
+                        frame: 0,
+                    });
+                }
                 // A restart: frames begin again at 1, earlier slots are stale.
                 self.page_size = Some(h.page_size);
                 self.salts = Some((h.salt1, h.salt2));

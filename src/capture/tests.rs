@@ -160,6 +160,14 @@ fn exclusive_mode_without_shm_commits_at_phase_two() {
     frame(&mut c, 2, 2, 2, 2);
     let t = c.end_transaction(None, 0);
     assert_eq!(commits(&t)[0].pages.len(), 2);
+    // The first transaction of a new WAL, with nothing known before it: its base is the
+    // database file alone, the position a snapshot taken with no WAL frames records.
+    let empty = Position {
+        salt1: 0,
+        salt2: 0,
+        frame: 0,
+    };
+    assert_eq!(commits(&t)[0].base, Some(empty));
     // a rolled-back spill: no phase two, then a smaller commit over the stale frames
     frame(&mut c, 3, 1, 0, 5);
     frame(&mut c, 4, 2, 0, 5);
