@@ -112,6 +112,8 @@ def test_crash_torture(built, moto, tmp_path):
             f"the last acknowledged one (log line {last_ack + 1} of {len(states)}); "
             f"a torn transaction or lost acknowledged commits")
         behind.append(len(states) - 1 - allowed[got])
+        if (k + 1) % 100 == 0:
+            print(f"torture: {k + 1} kills restored and checked; killed during: {dict(phases)}", flush=True)
     # Replication resumed after every restart: a clean run ends with its last commit restored exactly.
     p = subprocess.run([SYS_PYTHON, str(HERE / "torture_driver.py"), str(EXT), str(db), str(log),
                         str(seed * 100_003 + KILLS), "finish"], env=env, capture_output=True, text=True,
