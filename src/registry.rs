@@ -174,17 +174,24 @@ pub fn close_main(db: Arc<Db>) {
 /// The database a WAL file belongs to, if it was opened through the VFS.
 pub fn lookup_wal(wal_path: &str) -> Option<Arc<Db>> {
     let db = wal_path.strip_suffix("-wal")?;
+    lock(&JOURNALED).remove(db);
     lock(&DBS).get(db).cloned()
 }
 
-/// A rollback journal was opened for a database served through the VFS: it is not in WAL mode,
-/// so its commits never reach the WAL and are not replicated. Said once per database.
+/// Databases whose last transaction used a rollback journal with no WAL opened since. The
+/// switch to WAL itself commits through a journal once; a second journal means the database
+/// stayed out of WAL mode.
+static JOURNALED: Lazy<Mutex<std::collections::HashSet<String>>> = Lazy::new(Default::default);
+
+/// A rollback journal was opened for a database served through the VFS. The second time with
+/// no WAL in between, it is not in WAL mode: its commits never reach the WAL and are not
+/// replicated. Said once per database.
 pub fn rollback_journal_opened(journal_path: &str) {
     let Some(path) = journal_path.strip_suffix("-journal") else {
         return;
     };
     let replicated = lock(&DBS).get(path).is_some_and(|db| db.ship.is_some());
-    if replicated {
+    if replicated && !lock(&JOURNALED).insert(path.to_string()) {
         crate::logging::warn_once(&format!("journal {path}"), || {
             format!(
                 "{path}: not in WAL mode (SQLite opened a rollback journal), so its changes are NOT \
