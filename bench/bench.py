@@ -31,7 +31,8 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="walship-bench-"))
     proc, endpoint = start_moto(work)
     ctx = Ctx(quick=a.quick, work=work, endpoint=endpoint,
-              command="make bench-quick" if a.quick else "make bench")
+              command=(f"python3 bench/bench.py --only {a.only}" + (" --quick" if a.quick else "")) if a.only
+              else "make bench-quick" if a.quick else "make bench")
     parts = []
     t0 = time.time()
     try:
