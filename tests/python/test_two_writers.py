@@ -12,20 +12,16 @@
 """
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 
 from conftest import EXT, HERE, SYS_PYTHON, WALSHIP, content_hash, integrity, run, walship_restore
+from test_s3 import BUCKET, KEY_ID, SECRET, moto  # noqa: F401 (fixture)
 
 DRIVER = HERE / "writers_driver.py"
-KEY_ID = "AKIAWALSHIPWRITERS01"
-SECRET = "walship/writers+secret/0123456789abcdefgh"
-BUCKET = "walship-writers"
 
 
 def start(db, who, steps, env):
@@ -113,48 +109,6 @@ def test_two_processes_on_one_database_exactly_one_ships(built, work):
 
 
 # ---- two hosts, one S3 replica path ---------------------------------------------------------------
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    exe = shutil.which("moto_server")
-    if not exe:
-        pytest.skip("moto is not installed: python3 -m pip install 'moto[server]'")
-    import boto3
-
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"moto_server did not start on port {port}")
-            time.sleep(0.1)
-    endpoint = f"http://127.0.0.1:{port}"
-    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=KEY_ID,
-                      aws_secret_access_key=SECRET, region_name="us-east-1")
-    s3.create_bucket(Bucket=BUCKET)
-    try:
-        yield {"port": port, "endpoint": endpoint, "s3": s3}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
 
 def host_env(work, db, moto, path, host):
     cfg = work / "walship.yml"
