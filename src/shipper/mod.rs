@@ -19,6 +19,15 @@ mod spool;
 mod state;
 
 pub use handle::{json_str, status_file, Handle, Settings, Status};
+
+/// How often an idle shipper looks for a `walship snapshot` request.
+const SNAPSHOT_REQUEST_POLL: Duration = Duration::from_secs(1);
+
+/// The file `walship snapshot` leaves for the process replicating the database: its presence
+/// asks for a snapshot, which removes it.
+pub fn snapshot_request_file(work_dir: &std::path::Path) -> std::path::PathBuf {
+    work_dir.join("snapshot-request")
+}
 use handle::{Msg, Wake};
 pub use maintain::Policy;
 
@@ -235,14 +244,21 @@ impl Shipper {
             far
         };
         let gate = self.gate.next_due().unwrap_or(far);
-        batch.min(retry).min(maint).min(gate).min(far)
+        // Once a second at most while idle: a `walship snapshot` request is a file, not a wake.
+        let request = Instant::now() + SNAPSHOT_REQUEST_POLL;
+        batch.min(retry).min(maint).min(gate).min(request)
     }
 
-    /// Compaction, scheduled snapshots and retention, when due and the replica is healthy.
+    /// Compaction, scheduled snapshots and retention, when due and the replica is healthy; and
+    /// a snapshot `walship snapshot` asked for (a file it leaves in the work directory).
     fn maintain(&mut self) {
         let Some(txid) = self.replica.as_ref().map(|r| r.txid) else {
             return;
         };
+        if self.need_snapshot.is_none() && snapshot_request_file(&self.s.work_dir).exists() {
+            self.need_snapshot = Some("requested by `walship snapshot`".into());
+            return;
+        }
         if self.need_snapshot.is_some()
             || self.retry_at.is_some()
             || Instant::now() < self.maint.next_due()
@@ -418,7 +434,12 @@ impl Shipper {
                     self.retry_at = Some(Instant::now() + Duration::from_millis(250));
                     return;
                 }
-                Ok(true) => self.succeeded(),
+                Ok(true) => {
+                    // Whatever `walship snapshot` asked for, this snapshot answers.
+                    let _ = std::fs::remove_file(snapshot_request_file(&self.s.work_dir));
+                    self.succeeded();
+                    self.publish_status(true, true);
+                }
             }
         }
         if self.spooled > 0 {

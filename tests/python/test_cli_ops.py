@@ -1,11 +1,15 @@
 """Operator commands: `walship databases` lists what the config names, `walship verify` restores
 to a temporary file and checks it (passing on a sound replica, failing by name on a damaged
-one, never writing the database or leaving files behind)."""
+one, never writing the database or leaving files behind), `walship snapshot` asks the running
+app for a snapshot and waits for it (or leaves the request for the next open), and restore
+shows its progress."""
 import json
+import os
 import re
 import subprocess
+import time
 
-from conftest import EXT, SYS_PYTHON, WALSHIP, run
+from conftest import EXT, SYS_PYTHON, WALSHIP, content_hash, integrity, run
 
 APP = r'''
 import sqlite3, sys
@@ -89,3 +93,61 @@ def test_restore_shows_progress(built, tmp_path):
     assert p.returncode == 0, shown
     assert "\r\x1b[2K[" in shown and "MiB/s, ETA" in shown and " files, " in shown, repr(shown[:500])
     assert "restored TXID" in shown
+
+
+SLOW_APP = r'''
+import sqlite3, sys, time
+l = sqlite3.connect(":memory:"); l.enable_load_extension(True); l.load_extension(sys.argv[1])
+c = sqlite3.connect(f"file:{sys.argv[2]}?vfs=walship", uri=True, isolation_level=None)
+c.execute("PRAGMA journal_mode=WAL"); c.execute("CREATE TABLE IF NOT EXISTS t(v)")
+end = time.time() + float(sys.argv[3])
+while time.time() < end:
+    c.execute("INSERT INTO t VALUES (randomblob(100))"); time.sleep(0.01)
+print(c.execute("SELECT walship_flush(5000)").fetchone()[0]); c.close()
+'''
+
+
+def test_snapshot_asks_the_running_app_and_waits(built, tmp_path):
+    db, replica, cfg, _ = setup(tmp_path)
+    (tmp_path / "slow.py").write_text(SLOW_APP)
+    env = {**os.environ, "WALSHIP_CONFIG": str(cfg)}
+    app = subprocess.Popen([SYS_PYTHON, str(tmp_path / "slow.py"), str(EXT), str(db), "6"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 20
+        status = tmp_path / ".app.db-walship" / "status.json"
+        while not (status.exists() and '"running":true' in status.read_text()):
+            assert time.time() < deadline and app.poll() is None, "the app never reported running"
+            time.sleep(0.1)
+        before = {f.name for f in (replica / "ltx" / "9").glob("*.ltx")}
+        p = walship("snapshot", "-config", cfg, db)
+        assert p.returncode == 0, p.stderr
+        m = re.search(r"snapshot written at TXID ([0-9a-f]{16}) by process (\d+)", p.stdout)
+        assert m and int(m.group(2)) == app.pid, p.stdout
+        new = {f.name for f in (replica / "ltx" / "9").glob("*.ltx")} - before
+        assert new == {f"0000000000000001-{m.group(1)}.ltx"}, new
+        out, err = app.communicate(timeout=60)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    assert app.returncode == 0, err
+    assert f"wrote snapshot at TXID {m.group(1)} (requested by `walship snapshot`)" in err, err
+    assert not (tmp_path / ".app.db-walship" / "snapshot-request").exists()
+    # The replica still restores to the app's final state.
+    assert walship("restore", "-o", tmp_path / "r.db", f"file://{replica}").returncode == 0
+    assert integrity(tmp_path / "r.db") == "ok" and content_hash(tmp_path / "r.db") == content_hash(db)
+
+
+def test_snapshot_with_no_app_is_taken_at_the_next_open(built, tmp_path):
+    db, replica, cfg, _ = setup(tmp_path)
+    snaps = lambda: len(list((replica / "ltx" / "9").glob("*.ltx")))  # noqa: E731
+    n0 = snaps()
+    p = walship("snapshot", "-config", cfg, db)
+    assert p.returncode == 0 and "no process is replicating" in p.stdout, p.stdout + p.stderr
+    assert (tmp_path / ".app.db-walship" / "snapshot-request").exists()
+    run([SYS_PYTHON, str(tmp_path / "app.py"), str(EXT), str(db), "5"], env={"WALSHIP_CONFIG": str(cfg)})
+    assert snaps() == n0 + 1
+    assert not (tmp_path / ".app.db-walship" / "snapshot-request").exists()
+    p = walship("snapshot", "-config", cfg, tmp_path / "not-configured.db")
+    assert p.returncode == 1 and "not in config" in p.stderr, p.stderr

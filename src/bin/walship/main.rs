@@ -11,6 +11,7 @@ mod databases_cmd;
 mod ltx_cmd;
 mod progress;
 mod restore_cmd;
+mod snapshot_cmd;
 mod source;
 mod sqlite;
 mod status_cmd;
@@ -25,6 +26,7 @@ Usage:
 Commands:
   restore   restore a database from its replica
   verify    restore to a temporary file and check it against the replica
+  snapshot  ask the process replicating a database for a new snapshot now
   databases list the databases in the configuration and their replicas
   ltx       list a replica's LTX files
   status    show each database's replication state (from its running application)
@@ -65,6 +67,7 @@ fn run(argv: &[String]) -> i32 {
         "ltx" => (ltx_cmd::run(rest), ltx_cmd::USAGE),
         "verify" => (verify_cmd::run(rest), verify_cmd::USAGE),
         "databases" => (databases_cmd::run(rest), databases_cmd::USAGE),
+        "snapshot" => (snapshot_cmd::run(rest), snapshot_cmd::USAGE),
         "status" => (status_cmd::run(rest), status_cmd::USAGE),
         "version" | "-version" | "--version" => {
             println!("walship {}", env!("CARGO_PKG_VERSION"));

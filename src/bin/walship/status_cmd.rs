@@ -23,7 +23,7 @@ Flags:
 
 const FLAGS: &[Flag] = &[value("config"), switch("json")];
 
-fn field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+pub fn field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
     let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
     let rest = &json[at..];
     let end = if let Some(quoted) = rest.strip_prefix('"') {
@@ -34,7 +34,7 @@ fn field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
     Some(rest[..end].trim_matches('"'))
 }
 
-fn alive(pid: &str) -> bool {
+pub fn alive(pid: &str) -> bool {
     PathBuf::from(format!("/proc/{pid}")).exists()
 }
 
