@@ -128,7 +128,8 @@ impl Shipper {
         if self.replica.is_none() {
             let tail = self.replica_tail()?;
             if let Some((txid, _, _)) = tail {
-                if self.resume_from_clean_close(txid) {
+                let requested = super::snapshot_request_file(&self.s.work_dir).exists();
+                if !requested && self.resume_from_clean_close(txid) {
                     self.need_snapshot = None;
                     return Ok(true);
                 }
@@ -154,7 +155,10 @@ impl Shipper {
         if img.db_size == 0 {
             return Ok(false);
         }
+        // A pending `walship snapshot` request is answered here rather than by resuming.
+        let requested = super::snapshot_request_file(&self.s.work_dir).exists();
         let resumed = self.replica.is_none()
+            && !requested
             && tail.is_some_and(|(_, c, ps)| {
                 c == img.checksum && ps == img.page_size && img.db_size > 0
             });
