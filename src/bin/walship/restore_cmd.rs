@@ -77,6 +77,22 @@ pub fn parse_txid(s: &str) -> Result<u64, String> {
     u64::from_str_radix(h, 16).map_err(|e| format!("invalid -txid {s:?}: {e}"))
 }
 
+/// `-txid` or `-timestamp` (not both), else the latest state.
+pub fn parse_target(a: &args::Parsed) -> Result<Target, CmdError> {
+    Ok(match (a.value("txid"), a.value("timestamp")) {
+        (Some(_), Some(_)) => {
+            return Err(CmdError::Usage(
+                "-txid and -timestamp cannot be used together".into(),
+            ))
+        }
+        (Some(t), None) => Target::Txid(parse_txid(t).map_err(CmdError::Usage)?),
+        (None, Some(t)) => Target::Timestamp(
+            restore::parse_timestamp(t).map_err(|e| CmdError::Usage(format!("-timestamp: {e}")))?,
+        ),
+        (None, None) => Target::Latest,
+    })
+}
+
 pub fn run(argv: &[String]) -> Result<(), CmdError> {
     let a = args::parse(argv, FLAGS).map_err(CmdError::Usage)?;
     if a.help {
@@ -93,18 +109,7 @@ pub fn run(argv: &[String]) -> Result<(), CmdError> {
             )))
         }
     };
-    let target = match (a.value("txid"), a.value("timestamp")) {
-        (Some(_), Some(_)) => {
-            return Err(CmdError::Usage(
-                "-txid and -timestamp cannot be used together".into(),
-            ))
-        }
-        (Some(t), None) => Target::Txid(parse_txid(t).map_err(CmdError::Usage)?),
-        (None, Some(t)) => Target::Timestamp(
-            restore::parse_timestamp(t).map_err(|e| CmdError::Usage(format!("-timestamp: {e}")))?,
-        ),
-        (None, None) => Target::Latest,
-    };
+    let target = parse_target(&a)?;
     let parallelism = match a.value("parallelism") {
         None => DEFAULT_PARALLELISM,
         Some(p) => match p.parse::<usize>() {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
 use walvfs::ltx::{DbChecksum, CHECKSUM_FLAG};
-use walvfs::restore::{self, ApplyOptions, PlanOptions, Target};
+use walvfs::restore::{self, ApplyOptions, PlanOptions};
 
 use crate::args::{self, value, Flag};
 use crate::{restore_cmd, source, sqlite, CmdError};
@@ -51,18 +51,7 @@ pub fn run(argv: &[String]) -> Result<(), CmdError> {
             "expected one DB_PATH or REPLICA_URL".into(),
         ));
     };
-    let target = match (a.value("txid"), a.value("timestamp")) {
-        (Some(_), Some(_)) => {
-            return Err(CmdError::Usage(
-                "-txid and -timestamp cannot be used together".into(),
-            ))
-        }
-        (Some(t), None) => Target::Txid(restore_cmd::parse_txid(t).map_err(CmdError::Usage)?),
-        (None, Some(t)) => Target::Timestamp(
-            restore::parse_timestamp(t).map_err(|e| CmdError::Usage(format!("-timestamp: {e}")))?,
-        ),
-        (None, None) => Target::Latest,
-    };
+    let target = restore_cmd::parse_target(&a)?;
     let src = source::resolve(arg, a.value("config"))?;
     let storage = &*src.storage;
     let listing = restore::list(storage, &restore::DEFAULT_LEVELS).map_err(anyhow::Error::from)?;

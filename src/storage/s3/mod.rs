@@ -335,43 +335,21 @@ impl Inner {
         }
     }
 
-    /// DELETE with `If-Match`: 412 is a failed precondition, a missing object success.
-    fn delete_if(&self, key: &str, etag: &str) -> Result<(), StorageError> {
-        let req = Req {
-            method: "DELETE",
-            key: Some(key),
-            query: vec![],
-            headers: vec![("if-match".to_string(), etag.to_string())],
-            sse_c: false,
-            body: None,
-        };
-        match self.send(&req) {
-            Ok(r) => {
-                drain(r);
-                Ok(())
-            }
-            Err(Failure::Status { code, .. }) if code == "NoSuchKey" || code == "NotFound" => {
-                Ok(())
-            }
-            Err(f) if upload::precondition_failed(&f) => Err(StorageError::PreconditionFailed {
-                op: "delete",
-                object: self.object(key),
-            }),
-            Err(f) => Err(self.error("delete", &self.object(key), f)),
-        }
-    }
-
     /// `s3://bucket/key`, for messages.
     fn object(&self, key: &str) -> String {
         format!("{}://{}/{}", self.scheme, self.bucket, key)
     }
 
-    fn delete(&self, key: &str) -> Result<(), StorageError> {
+    /// DELETE, with `If-Match` when `etag` is given (then 412 is a failed precondition). A
+    /// missing object is success.
+    fn delete(&self, key: &str, etag: Option<&str>) -> Result<(), StorageError> {
         let req = Req {
             method: "DELETE",
             key: Some(key),
             query: vec![],
-            headers: vec![],
+            headers: etag
+                .map(|t| vec![("if-match".to_string(), t.to_string())])
+                .unwrap_or_default(),
             sse_c: false,
             body: None,
         };
@@ -382,6 +360,12 @@ impl Inner {
             }
             Err(Failure::Status { code, .. }) if code == "NoSuchKey" || code == "NotFound" => {
                 Ok(())
+            }
+            Err(f) if etag.is_some() && upload::precondition_failed(&f) => {
+                Err(StorageError::PreconditionFailed {
+                    op: "delete",
+                    object: self.object(key),
+                })
             }
             Err(f) => Err(self.error("delete", &self.object(key), f)),
         }
@@ -438,7 +422,7 @@ impl Storage for S3Storage {
 
     fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<(), StorageError> {
         let key = self.inner.key(level, min_txid, max_txid);
-        self.inner.delete(&key)
+        self.inner.delete(&key, None)
     }
 
     fn get_named(&self, name: &str) -> Result<Option<Tagged>, StorageError> {
@@ -479,7 +463,7 @@ impl Storage for S3Storage {
 
     fn delete_named_if(&self, name: &str, tag: &str) -> Result<(), StorageError> {
         let key = self.inner.named_key(name);
-        self.inner.delete_if(&key, tag)
+        self.inner.delete(&key, Some(tag))
     }
 }
 
