@@ -469,7 +469,9 @@ impl Shipper {
         }
         self.spooled = left;
         self.publish_spool();
+        // The status keeps saying where the backlog is for as long as the outage lasts.
         r.map(|_| ())
+            .map_err(|e| format!("{e}; spooled locally ({left} file(s) waiting)"))
     }
 
     fn publish_spool(&self) {
