@@ -1,527 +1,545 @@
-//! Capture: turns the WAL writes and lock calls the VFS shim observes into committed transactions.
+//! Capture: per database, which committed WAL frames have been read and not yet shipped, and the
+//! guards that keep SQLite from destroying frames before they are read.
 //!
-//! Owns the per-database state machine (one `Capture` per database, shared by all its connections
-//! in this process). Pure: it never does I/O, never blocks, never panics on odd input; anything it
-//! cannot account for becomes a `Discontinuity` event, never a silently shipped hole.
+//! The WAL file is the source of truth. Nothing is copied while SQLite writes: a commit only
+//! notifies the shipper, which later reads the new committed frames through `wal_reader` from
+//! the last proven position. What is read becomes a map page → newest frame ("pending"), whose
+//! pages stay in the WAL until the shipper encodes them. Three calls in this process can destroy
+//! frames: a WAL restart (a header write at offset 0), `xTruncate` and `xDelete` of the WAL. The
+//! shim calls `guard` before each, on the app's thread: every committed frame is read, and
+//! frames still pending are copied to a local staging file (local I/O, never the network).
+//! Anything that cannot be proven — a restart, truncation or deletion done elsewhere, a rollback
+//! journal, a WAL that appears unseen — marks the tail `lost`; the shipper then resynchronises
+//! from an image of the database. Never ships, never blocks on the shipper, never trusts a frame
+//! the reader did not prove.
 //!
-//! What SQLite does, and which event of ours it drives (see ../shared/design-notes.md and the
-//! recording test `tests/python/test_wal_sequences.py`, which proves these on the host SQLite):
-//!
-//! | SQLite call (observed)                         | capture method            | effect                          |
-//! |-----------------------------------------------|---------------------------|---------------------------------|
-//! | `xShmLock(0,1,LOCK|EXCL)` on the db handle (W+) | `write_lock(shm)`        | txn starts at shm mxFrame; shm compared with our last W- to detect foreign commits |
-//! | `xWrite(wal, 0, 32)`                            | `wal_write`               | WAL restart: new salts, frames restart at 1 |
-//! | `xWrite(wal, frame hdr, 24)` / page / split page | `wal_write`              | copy bytes into the frame slot (rewrites of a slot replace it) |
-//! | `xShmLock(0,1,UNLOCK|EXCL)` (W-)                | `end_transaction(Some(shm))` | frames (start, mxFrame] are the commit; none: rollback/checkpoint |
-//! | `xFileControl(COMMIT_PHASETWO)` without W+ (EXCLUSIVE mode) | `end_transaction(shm or None)` | commit ends at shm mxFrame, or at the last frame header with a commit size |
-//! | `xTruncate(wal, 0)`, `xDelete(wal)`             | `wal_truncated`           | next write starts with a new header |
-//!
-//! Frame headers written during a transaction may carry zero salts and checksums until SQLite
-//! rewrites them after the commit frame; we never trust header salts, only the page number and
-//! the commit field, which do not change in the rewrite.
+//! | SQLite call (observed, see tests/python/test_wal_sequences.py) | here |
+//! |---|---|
+//! | `xShmLock(0,1,UNLOCK|EXCL)` (W-), `xFileControl(COMMIT_PHASETWO)` | the shipper is notified (`registry`) |
+//! | `xWrite(wal, 0, 32)` — a restart | `guard` before; `after_header_write` after: a new generation at frame 0 |
+//! | `xTruncate(wal, n)` | `guard` before; at 0, `after_emptied`: the database file alone |
+//! | `xDelete(wal)` (last close, journal-mode change) | `guard` before; `after_emptied` |
+//! | `xOpen(MAIN_JOURNAL)` — a rollback-journal transaction | `lose`: the file changed outside the WAL |
 
-use crate::wal::{self, FrameHeader, ShmHeader, WalHeader, WalRegion, FRAME_HEADER_SIZE};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-/// A point in the WAL's history: after frame `frame` of the WAL whose header has these salts.
-/// `frame == 0` means an empty WAL: the database file alone holds the state.
-#[derive(Debug, Clone, Copy, Eq)]
-pub struct Position {
-    pub salt1: u32,
-    pub salt2: u32,
-    pub frame: u32,
+use crate::wal::{ShmHeader, WalHeader, FRAME_HEADER_SIZE};
+use crate::wal_reader::{self, ReadAt, ReadError, WalPos};
+
+/// Where the replica's history stands in the database's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// No WAL frames: the database file alone holds the state. `counter` is its header's file
+    /// change counter then, which every rollback-journal commit increments (WAL commits do not).
+    File { counter: u32 },
+    /// After a proven frame of one WAL generation.
+    Wal(WalPos),
 }
 
-impl PartialEq for Position {
-    fn eq(&self, o: &Self) -> bool {
-        self.frame == o.frame && (self.frame == 0 || (self.salt1, self.salt2) == (o.salt1, o.salt2))
+/// Reads the file change counter (bytes 24..28) of a database; `None` for an empty file.
+pub type CounterReader = fn(&str) -> io::Result<Option<u32>>;
+
+/// The change counter through the OS VFS (a plain `open`/`close` would drop the app's locks).
+pub fn db_counter(db_path: &str) -> io::Result<Option<u32>> {
+    let Some(f) = crate::ffi::osfile::OsFile::open(db_path, false)? else {
+        return Ok(None);
+    };
+    let mut b = [0u8; 28];
+    if !f.read_at(&mut b, 0)? {
+        return Ok(None);
     }
+    Ok(Some(u32::from_be_bytes([b[24], b[25], b[26], b[27]])))
 }
 
-/// One committed transaction, as full page images.
-#[derive(Debug, Clone)]
-pub struct Txn {
-    /// Position before the transaction; `None` when this process had no earlier knowledge of
-    /// the WAL (first write after open), so the shipper must prove continuity itself.
-    pub base: Option<Position>,
-    pub end: Position,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FrameRef {
+    seg: u32,
+    frame: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// Still in the WAL file.
+    Live,
+    /// Copied to the staging file, frame `first` at this offset.
+    Staged { offset: u64 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    source: Source,
+    salts: (u32, u32),
+    first: u32,
+    last: u32,
+}
+
+/// Why the pending pages could not all be handed on.
+#[derive(Debug)]
+pub enum PageError {
+    /// The frames are gone or changed: continuity is lost.
+    Lost(String),
+    /// The callback failed (the local file being written).
+    Sink(String),
+}
+
+/// What a shipper takes from the tail: the pages to encode and where the history stands after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
     pub page_size: u32,
-    /// Database size in pages after the commit.
     pub db_size: u32,
-    /// Page number and latest image, sorted by page number, each page once.
-    pub pages: Vec<(u32, Box<[u8]>)>,
-    pub committed_at_ms: i64,
+    pub pages: usize,
+    pub frames: u64,
+    pub end: Position,
 }
 
-impl Txn {
-    pub fn bytes(&self) -> usize {
-        self.pages.len() * (self.page_size as usize + 8)
-    }
+pub struct Tail {
+    db_path: String,
+    wal_path: PathBuf,
+    staging_path: PathBuf,
+    read_counter: CounterReader,
+    /// The proven position everything pending leads to; `None`: not tracking (no writer here).
+    pos: Option<Position>,
+    /// Why continuity was lost, until the shipper resynchronises.
+    lost: Option<String>,
+    pages: BTreeMap<u32, FrameRef>,
+    segments: Vec<Segment>,
+    page_size: u32,
+    db_size: u32,
+    frames: u64,
+    staged_len: u64,
+    /// While nothing is tracked (before the shipper established a position): the WAL generation
+    /// this process started, if it started the current one and nothing else happened to the
+    /// WAL since. A reopen whose database file is untouched continues from it.
+    born: Option<WalHeader>,
 }
 
-#[derive(Debug, Clone)]
-pub enum Event {
-    Commit(Txn),
-    /// The WAL moved on without new data (a checkpoint restarted it); continuity holds.
-    Reset {
-        from: Option<Position>,
-        to: Position,
-    },
-    /// Something committed that this process did not see, or capture lost track of a frame.
-    Discontinuity {
-        reason: String,
-    },
-}
-
-/// One WAL frame as written so far in the current transaction. SQLite writes the 24-byte
-/// header and the page separately; without powersafe overwrite, a write that crosses the sync
-/// point is split there, which can cut a header or a page in two. Whole writes take the fast
-/// path; pieces are assembled in place and counted until the part is complete.
-#[derive(Default)]
-struct Slot {
-    header: [u8; FRAME_HEADER_SIZE],
-    page: Option<Box<[u8]>>,
-    header_done: bool,
-    page_done: bool,
-    /// Byte ranges written so far of a part that is not complete, in frame coordinates.
-    pieces: Vec<(usize, usize)>,
-}
-
-impl Slot {
-    /// Writes `chunk` at `within` bytes into the frame; returns true when this write completed
-    /// (or rewrote) the header.
-    fn write(&mut self, within: usize, chunk: &[u8], ps: usize) -> bool {
-        let end = within + chunk.len();
-        let h = FRAME_HEADER_SIZE;
-        if within < h {
-            let n = end.min(h) - within;
-            self.header[within..within + n].copy_from_slice(&chunk[..n]);
+impl Tail {
+    pub fn new(db_path: &str, work_dir: &Path) -> Tail {
+        Tail {
+            db_path: db_path.to_string(),
+            wal_path: PathBuf::from(format!("{db_path}-wal")),
+            staging_path: work_dir.join("staged-frames"),
+            read_counter: db_counter,
+            pos: None,
+            lost: None,
+            pages: BTreeMap::new(),
+            segments: Vec::new(),
+            page_size: 0,
+            db_size: 0,
+            frames: 0,
+            staged_len: 0,
+            born: None,
         }
-        if within == h && chunk.len() == ps {
-            // The common case: a whole page in one write, copied once, no zeroing.
-            match self.page.as_mut() {
-                Some(page) => page.copy_from_slice(chunk),
-                None => {
-                    let mut page = crate::pool::take(ps);
-                    page.copy_from_slice(chunk);
-                    self.page = Some(page);
-                }
+    }
+
+    /// See `born`: the generation this process began while not tracking, if still current.
+    pub fn born(&self) -> Option<WalHeader> {
+        self.born
+    }
+
+    /// For tests: how the database's change counter is read.
+    pub fn with_counter_reader(mut self, r: CounterReader) -> Tail {
+        self.read_counter = r;
+        self
+    }
+
+    pub fn position(&self) -> Option<Position> {
+        self.pos
+    }
+
+    pub fn lost(&self) -> Option<&str> {
+        self.lost.as_deref()
+    }
+
+    /// Frames read and not yet shipped.
+    pub fn pending_frames(&self) -> u64 {
+        self.frames
+    }
+
+    pub fn pending_bytes(&self) -> u64 {
+        self.pages.len() as u64 * self.page_size as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
+    /// The replica now equals the database at `pos`: track from there.
+    pub fn start(&mut self, pos: Position) {
+        self.clear_pending();
+        self.pos = Some(pos);
+        self.lost = None;
+        self.born = None;
+    }
+
+    /// This process no longer writes the replica.
+    pub fn stop(&mut self) {
+        self.clear_pending();
+        self.pos = None;
+        self.lost = None;
+    }
+
+    /// Continuity can no longer be proven (said once per loss).
+    pub fn lose(&mut self, why: impl Into<String>) {
+        if self.pos.is_some() && self.lost.is_none() {
+            self.lost = Some(why.into());
+        }
+    }
+
+    fn clear_pending(&mut self) {
+        self.pages.clear();
+        self.segments.clear();
+        self.frames = 0;
+        self.db_size = 0;
+        if self.staged_len > 0 {
+            if let Ok(f) = OpenOptions::new().write(true).open(&self.staging_path) {
+                let _ = f.set_len(0);
             }
-        } else if end > h {
-            let from = within.max(h);
-            let page = self
-                .page
-                .get_or_insert_with(|| crate::pool::take_zeroed(ps));
-            page[from - h..end - h].copy_from_slice(&chunk[from - within..]);
-        }
-        let header_before = self.header_done;
-        if within == 0 && end >= h {
-            self.header_done = true;
-        }
-        if within <= h && end >= h + ps {
-            self.page_done = true;
-        }
-        if !(self.header_done && (self.page_done || end <= h)) {
-            self.pieces.push((within, end));
-            self.header_done |= covered(&mut self.pieces, 0, h);
-            self.page_done |= covered(&mut self.pieces, h, h + ps);
-        }
-        self.header_done && (!header_before || within < h)
-    }
-}
-
-/// True when the union of `pieces` covers `[from, to)`.
-fn covered(pieces: &mut [(usize, usize)], from: usize, to: usize) -> bool {
-    pieces.sort_unstable();
-    let mut reach = from;
-    for &(a, b) in pieces.iter() {
-        if a > reach {
-            break;
-        }
-        reach = reach.max(b);
-    }
-    reach >= to
-}
-
-#[derive(Default)]
-pub struct Capture {
-    page_size: Option<u32>,
-    salts: Option<(u32, u32)>,
-    /// Position after the last commit this process knows of.
-    known: Option<Position>,
-    /// wal-index header at our last write-lock release: what must still be there at the next W+.
-    shm_seen: Option<ShmHeader>,
-    /// The transaction in progress.
-    in_txn: bool,
-    txn_base: Option<Position>,
-    /// Frames with an index above this belong to the transaction in progress.
-    txn_start: Option<u32>,
-    /// Frames written in the transaction in progress: `slots[i]` is frame `slot_base + i`
-    /// (frames of a transaction are contiguous; the vector keeps its capacity between them).
-    slots: Vec<Slot>,
-    slot_base: u32,
-    last_commit_header: Option<u32>,
-    /// A write capture could not interpret; the next commit becomes a discontinuity.
-    damaged: Option<String>,
-}
-
-impl Capture {
-    pub fn new() -> Capture {
-        Capture::default()
-    }
-
-    pub fn page_size(&self) -> Option<u32> {
-        self.page_size
-    }
-
-    /// The position after the last commit this process saw, if any.
-    pub fn known_position(&self) -> Option<Position> {
-        self.known
-    }
-
-    /// A WAL header read from the file (not written by SQLite now): learn page size and salts.
-    pub fn observe_wal_header(&mut self, h: &WalHeader) {
-        if self.in_txn && self.page_size.is_some_and(|ps| ps != h.page_size) {
-            // A stale header (read by another connection while a transaction writes frames):
-            // the frames in progress keep the page size they are written with.
-            return;
-        }
-        self.page_size = Some(h.page_size);
-        if self.salts.is_none() {
-            self.salts = Some((h.salt1, h.salt2));
+            self.staged_len = 0;
         }
     }
 
-    fn begin_if_needed(&mut self) {
-        if !self.in_txn {
-            self.in_txn = true;
-            self.txn_base = self.known;
-            self.txn_start = self.known.map(|p| p.frame);
-            self.slots.clear();
-            self.last_commit_header = None;
+    fn open_wal(&self) -> io::Result<Option<File>> {
+        match File::open(&self.wal_path) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
-    /// W+: the WAL write lock was taken. `shm` is the wal-index header right after taking it.
-    pub fn write_lock(&mut self, shm: Option<ShmHeader>) -> Vec<Event> {
-        let mut events = Vec::new();
-        if let Some(shm) = shm.filter(|s| s.is_init) {
-            if let Some(ps) = shm.page_size {
-                self.page_size = Some(ps);
-            }
-            let (s1, s2) = shm.salts();
-            let now = Position {
-                salt1: s1,
-                salt2: s2,
-                frame: shm.mx_frame,
-            };
-            if let Some(seen) = self.shm_seen {
-                let seen_pos = Position {
-                    salt1: seen.salts().0,
-                    salt2: seen.salts().1,
-                    frame: seen.mx_frame,
-                };
-                if shm.ichange != seen.ichange {
-                    events.push(Event::Discontinuity {
-                        reason: format!(
-                            "{} transaction(s) were committed by a connection that does not use the walship VFS",
-                            shm.ichange.wrapping_sub(seen.ichange)
-                        ),
-                    });
-                } else if now != seen_pos {
-                    events.push(Event::Reset {
-                        from: Some(seen_pos),
-                        to: now,
-                    });
-                }
-            }
-            if shm.mx_frame > 0 || self.salts.is_none() {
-                self.salts = Some((s1, s2));
-            }
-            self.known = Some(now);
-            self.shm_seen = Some(shm);
-        }
-        self.in_txn = false;
-        self.begin_if_needed();
-        events
-    }
-
-    /// Outside a transaction, compares the wal-index with our last W-: commits we did not see
-    /// (a connection bypassing the VFS) become a discontinuity now rather than at the next write.
-    pub fn check_foreign(&mut self, shm: Option<ShmHeader>) -> Vec<Event> {
-        let (Some(shm), Some(seen)) = (shm.filter(|s| s.is_init), self.shm_seen) else {
-            return Vec::new();
-        };
-        if self.in_txn || shm.ichange == seen.ichange {
-            return Vec::new();
-        }
-        let (s1, s2) = shm.salts();
-        self.known = Some(Position {
-            salt1: s1,
-            salt2: s2,
-            frame: shm.mx_frame,
-        });
-        self.salts = Some((s1, s2));
-        self.shm_seen = Some(shm);
-        vec![Event::Discontinuity {
-            reason: format!(
-                "{} transaction(s) were committed by a connection that does not use the walship VFS",
-                shm.ichange.wrapping_sub(seen.ichange)
-            ),
-        }]
-    }
-
-    /// An xWrite on the WAL file. Copies what it needs; never fails.
-    pub fn wal_write(&mut self, offset: u64, data: &[u8]) {
-        if offset == 0 && data.len() >= wal::WAL_HEADER_SIZE {
-            if let Some(h) = WalHeader::parse(data) {
-                self.begin_if_needed();
-                // A new WAL starts from the database file alone: with no earlier position
-                // known (first open in EXCLUSIVE mode, where no wal-index tells us one), that is
-                // the base, the same "no WAL frames" position a snapshot of the file records.
-                if self.txn_base.is_none() {
-                    self.txn_base = Some(Position {
-                        salt1: 0,
-                        salt2: 0,
-                        frame: 0,
-                    });
-                }
-                // A restart: frames begin again at 1, earlier slots are stale.
-                self.page_size = Some(h.page_size);
-                self.salts = Some((h.salt1, h.salt2));
-                self.txn_start = Some(0);
-                self.slots.clear();
-                self.last_commit_header = None;
-                if data.len() == wal::WAL_HEADER_SIZE {
-                    return;
-                }
-            }
-        }
-        let Some(ps) = self.page_size else {
-            self.damaged = Some("a WAL frame was written before its page size was known".into());
+    /// Reads every committed frame after the position: up to the wal-index's mxFrame when
+    /// `shm` describes this generation, else up to the last commit of the valid chain.
+    pub fn advance(&mut self, shm: Option<ShmHeader>) {
+        let (Some(pos), None) = (self.pos, &self.lost) else {
             return;
         };
-        self.begin_if_needed();
-        let frame_size = FRAME_HEADER_SIZE as u64 + ps as u64;
-        let mut off = offset;
-        let mut rest = data;
-        // Frame numbers are 32-bit: no WAL has a byte past frame u32::MAX.
-        let wal_end = wal::frame_offset(u32::MAX, ps) + frame_size;
-        while !rest.is_empty() {
-            if off >= wal_end {
-                self.damaged = Some(format!("WAL write at offset {off}, past the last frame"));
-                return;
-            }
-            let (index, within) = match wal::locate(off, ps) {
-                WalRegion::Header => {
-                    self.damaged = Some(format!("partial WAL header write at offset {off}"));
-                    return;
-                }
-                WalRegion::Frame { index, within } => (index, within as usize),
-            };
-            let take = rest.len().min((frame_size as usize) - within);
-            let (chunk, tail) = rest.split_at(take);
-            self.write_slot(index, within, chunk, ps as usize);
-            off += take as u64;
-            rest = tail;
+        match pos {
+            Position::Wal(p) => self.advance_wal(p, shm),
+            Position::File { counter } => self.check_file(counter),
         }
     }
 
-    fn write_slot(&mut self, index: u32, within: usize, chunk: &[u8], ps: usize) {
-        if self.txn_start.is_none() {
-            // No lock call told us where the transaction starts (EXCLUSIVE mode, first write
-            // after open): the first frame written is the one after the last commit.
-            self.txn_start = Some(index - 1);
-            if self.known.is_none() {
-                if let Some((s1, s2)) = self.salts {
-                    self.known = Some(Position {
-                        salt1: s1,
-                        salt2: s2,
-                        frame: index - 1,
-                    });
-                    self.txn_base = self.known;
-                }
+    fn advance_wal(&mut self, p: WalPos, shm: Option<ShmHeader>) {
+        let wal = match self.open_wal() {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                return self.lose("the WAL was deleted by a connection walship did not see")
             }
-        }
-        let Some(slot) = self.slot_mut(index) else {
-            self.damaged = Some(format!(
-                "WAL frame {index} was written far from the transaction's other frames"
-            ));
-            return;
+            Err(e) => return self.lose(format!("cannot open the WAL: {e}")),
         };
-        // Bytes 4..8 of a frame header: the database size after a commit, 0 otherwise.
-        if slot.write(within, chunk, ps) && slot.header[4..8] != [0; 4] {
-            self.last_commit_header = Some(index);
-        }
-    }
-
-    /// The slot of frame `index`, created if new; `None` for an index implausibly far from the
-    /// others (a write capture cannot place).
-    fn slot_mut(&mut self, index: u32) -> Option<&mut Slot> {
-        const MAX_SPAN: u32 = 1 << 20;
-        if self.slots.is_empty() {
-            self.slot_base = index;
-        }
-        if index < self.slot_base {
-            let n = self.slot_base - index;
-            if n > MAX_SPAN {
-                return None;
-            }
-            self.slots.splice(0..0, (0..n).map(|_| Slot::default()));
-            self.slot_base = index;
-        }
-        let i = index - self.slot_base;
-        if i > MAX_SPAN {
-            return None;
-        }
-        let i = i as usize;
-        if i >= self.slots.len() {
-            self.slots.resize_with(i + 1, Slot::default);
-        }
-        Some(&mut self.slots[i])
-    }
-
-    /// The WAL file was truncated to `size` bytes, or deleted (size 0). SQLite empties the WAL
-    /// only after every frame was backfilled, so the history continues from an empty WAL.
-    pub fn wal_truncated(&mut self, size: u64) -> Vec<Event> {
-        if size != 0 || self.in_txn {
-            return Vec::new();
-        }
-        match self.known {
-            Some(from) if from.frame != 0 => {
-                let to = Position { frame: 0, ..from };
-                self.known = Some(to);
-                vec![Event::Reset {
-                    from: Some(from),
-                    to,
-                }]
-            }
-            _ => Vec::new(),
-        }
-    }
-
-    /// End of a write transaction: W- (`shm` read while still holding the lock), or the
-    /// commit-phase-two file control when no lock was taken (EXCLUSIVE locking mode).
-    pub fn end_transaction(&mut self, shm: Option<ShmHeader>, now_ms: i64) -> Vec<Event> {
-        if !self.in_txn {
-            return Vec::new();
-        }
-        let shm = shm.filter(|s| s.is_init);
-        let end_frame = match (shm, self.last_commit_header) {
-            (Some(s), _) => s.mx_frame,
-            (None, Some(f)) => f,
-            (None, None) => {
-                // Rollback in EXCLUSIVE mode, or nothing written.
-                self.finish(None);
-                return Vec::new();
-            }
-        };
-        let start = self.txn_start.unwrap_or(end_frame);
-        let salts = match shm {
-            Some(s) if s.mx_frame > 0 || self.salts.is_none() => s.salts(),
-            _ => self.salts.unwrap_or((0, 0)),
-        };
-        let end = Position {
-            salt1: salts.0,
-            salt2: salts.1,
-            frame: end_frame,
-        };
-        let mut events = Vec::new();
-        if end_frame > start {
-            match self.collect(start, end_frame) {
-                Ok((pages, db_size)) => events.push(Event::Commit(Txn {
-                    base: self.txn_base,
-                    end,
-                    page_size: self.page_size.unwrap_or(0),
-                    db_size,
-                    pages,
-                    committed_at_ms: now_ms,
-                })),
-                Err(reason) => events.push(Event::Discontinuity { reason }),
-            }
-        } else if self.txn_base.is_some_and(|b| b != end) {
-            // A checkpoint moved the WAL. Without an earlier position (the wal-index recovery
-            // at first open) there is nothing to move from: the next commit's base is checked
-            // against the replica instead.
-            events.push(Event::Reset {
-                from: self.txn_base,
-                to: end,
-            });
-        }
-        self.salts = Some(salts);
-        self.known = Some(end);
-        self.finish(shm);
-        events
-    }
-
-    fn finish(&mut self, shm: Option<ShmHeader>) {
-        if shm.is_some() {
-            self.shm_seen = shm;
-        }
-        self.in_txn = false;
-        self.txn_start = None;
-        self.txn_base = None;
-        self.slots.clear();
-        self.last_commit_header = None;
-        self.damaged = None;
-    }
-
-    /// Frames (start, end]: merged page images and the commit's database size.
-    #[allow(clippy::type_complexity)]
-    fn collect(&mut self, start: u32, end: u32) -> Result<(Vec<(u32, Box<[u8]>)>, u32), String> {
-        if let Some(d) = self.damaged.take() {
-            return Err(d);
-        }
-        // In frame order; a page written twice keeps its last image (below). At most one page
-        // per slot: the wal-index's mxFrame may claim any number of frames.
-        let mut pages: Vec<(u32, Box<[u8]>)> =
-            Vec::with_capacity(((end - start) as usize).min(self.slots.len()));
-        let mut db_size = 0;
-        for i in start + 1..=end {
-            let slot = i
-                .checked_sub(self.slot_base)
-                .and_then(|k| self.slots.get_mut(k as usize))
-                .map(std::mem::take);
-            let (h, p) = match slot {
-                Some(Slot {
-                    header,
-                    page: Some(page),
-                    header_done: true,
-                    page_done: true,
-                    ..
-                }) => (header, page),
-                _ => {
-                    return Err(format!(
-                        "frame {i} of a commit was not completely seen by the walship VFS"
-                    ))
-                }
-            };
-            let fh = FrameHeader::parse(&h);
-            if fh.pgno == 0 {
-                return Err(format!("frame {i} has page number 0"));
-            }
-            if i == end {
+        let limit = shm
+            .filter(|s| s.is_init && s.salts() == p.salts())
+            .map(|s| s.mx_frame.max(p.frame));
+        let seg = self.segments.len() as u32;
+        let (mut first, mut db_size, mut n) = (None, 0u32, 0u64);
+        let mut seen: Vec<(u32, FrameRef)> = Vec::new();
+        let r = wal_reader::read_committed(&wal, &p, limit, |i, fh| {
+            first.get_or_insert(i);
+            if fh.commit != 0 {
                 db_size = fh.commit;
             }
-            pages.push((fh.pgno, p));
+            n += 1;
+            seen.push((fh.pgno, FrameRef { seg, frame: i }));
+        });
+        match r {
+            Ok(end) if end.frame > p.frame => {
+                if !self.pages.is_empty() && self.page_size != p.page_size {
+                    return self.lose("the page size changed");
+                }
+                self.page_size = p.page_size;
+                self.pages.extend(seen);
+                self.db_size = db_size;
+                self.frames += n;
+                self.segments.push(Segment {
+                    source: Source::Live,
+                    salts: p.salts(),
+                    first: first.unwrap_or(p.frame + 1),
+                    last: end.frame,
+                });
+                self.pos = Some(Position::Wal(end));
+            }
+            Ok(_) => {}
+            Err(ReadError::Broken(why)) => self.lose(why),
+            Err(ReadError::Io(e)) => self.lose(format!("reading the WAL failed: {e}")),
         }
-        if db_size == 0 {
-            return Err(format!(
-                "frame {end} ends a commit but has no database size"
-            ));
+    }
+
+    /// At `Position::File`: the file must still be the one the position proved.
+    fn check_file(&mut self, counter: u32) {
+        match self.open_wal().and_then(|w| match w {
+            Some(f) => wal_reader::header(&f),
+            None => Ok(None),
+        }) {
+            Ok(Some(_)) => {
+                return self.lose("a WAL was started by a connection walship did not see");
+            }
+            Ok(None) => {}
+            Err(e) => return self.lose(format!("cannot read the WAL: {e}")),
         }
-        // Stable: equal page numbers stay in frame order, so the last of each run is the newest.
-        pages.sort_by_key(|&(pgno, _)| pgno);
-        let mut merged: Vec<(u32, Box<[u8]>)> = Vec::with_capacity(pages.len());
-        for (pgno, page) in pages {
-            if pgno > db_size {
-                crate::pool::give(page);
-            } else if let Some(last) = merged.last_mut().filter(|l| l.0 == pgno) {
-                crate::pool::give(std::mem::replace(&mut last.1, page));
-            } else {
-                merged.push((pgno, page));
+        match (self.read_counter)(&self.db_path) {
+            Ok(c) if c.unwrap_or(0) == counter => {}
+            Ok(_) => self.lose(
+                "the database file was changed outside the WAL (a rollback-journal transaction)",
+            ),
+            Err(e) => self.lose(format!("cannot read the database header: {e}")),
+        }
+    }
+
+    /// Before SQLite restarts, truncates or deletes the WAL (app thread): read every committed
+    /// frame, and copy what is still pending out of the WAL.
+    pub fn guard(&mut self) {
+        self.born = None;
+        if self.pos.is_none() || self.lost.is_some() {
+            return;
+        }
+        // The restarting writer has already reset the wal-index (mxFrame 0, new salts): read
+        // the old generation to the end of its valid chain.
+        self.advance(None);
+        if self.lost.is_none() {
+            if let Err(e) = self.stage_live() {
+                self.lose(format!(
+                    "could not copy unshipped WAL frames to {}: {e}",
+                    self.staging_path.display()
+                ));
             }
         }
-        Ok((merged, db_size))
+    }
+
+    /// Copies the frames of live segments to the staging file.
+    fn stage_live(&mut self) -> io::Result<()> {
+        if !self
+            .segments
+            .iter()
+            .any(|s| matches!(s.source, Source::Live))
+        {
+            return Ok(());
+        }
+        let wal = self
+            .open_wal()?
+            .ok_or_else(|| io::Error::other("the WAL is gone"))?;
+        if let Some(dir) = self.staging_path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let out = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(self.staged_len == 0)
+            .open(&self.staging_path)?;
+        let fsz = FRAME_HEADER_SIZE + self.page_size as usize;
+        let mut buf = vec![0u8; fsz];
+        for s in self.segments.iter_mut() {
+            if !matches!(s.source, Source::Live) {
+                continue;
+            }
+            let offset = self.staged_len;
+            for f in s.first..=s.last {
+                if !wal.read_full_at(&mut buf, crate::wal::frame_offset(f, self.page_size))? {
+                    return Err(io::Error::other(format!("frame {f} is missing")));
+                }
+                let fh = crate::wal::FrameHeader::parse(&buf[..FRAME_HEADER_SIZE]);
+                if (fh.salt1, fh.salt2) != s.salts {
+                    return Err(io::Error::other(format!("frame {f} was overwritten")));
+                }
+                out.write_all_at(&buf, self.staged_len)?;
+                self.staged_len += fsz as u64;
+            }
+            s.source = Source::Staged { offset };
+        }
+        Ok(())
+    }
+
+    /// After SQLite wrote a new WAL header (a restart) through the shim.
+    pub fn after_header_write(&mut self, data: &[u8]) {
+        if self.pos.is_none() {
+            self.born = WalHeader::parse(data);
+        }
+        let Some(pos) = self.pos.filter(|_| self.lost.is_none()) else {
+            return;
+        };
+        let Some(h) = WalHeader::parse(data) else {
+            return self.lose("SQLite wrote a WAL header walship cannot parse");
+        };
+        match pos {
+            Position::Wal(p) if p.salts() == (h.salt1, h.salt2) => {}
+            Position::Wal(_) => self.pos = Some(Position::Wal(WalPos::start(&h))),
+            Position::File { counter } => match (self.read_counter)(&self.db_path) {
+                Ok(c) if c.unwrap_or(0) == counter => {
+                    self.pos = Some(Position::Wal(WalPos::start(&h)))
+                }
+                _ => self
+                    .lose("the database file was changed outside the WAL before a new WAL began"),
+            },
+        }
+    }
+
+    /// After SQLite truncated the WAL to `size` bytes.
+    pub fn after_truncate(&mut self, size: u64) {
+        if size == 0 {
+            return self.after_emptied();
+        }
+        if let Some(Position::Wal(p)) = self.pos {
+            if p.frame > 0
+                && crate::wal::frame_offset(p.frame, p.page_size)
+                    + (FRAME_HEADER_SIZE as u64 + p.page_size as u64)
+                    > size
+            {
+                self.lose("the WAL was truncated below frames walship had read");
+            }
+        }
+    }
+
+    /// After the WAL was emptied or deleted (everything in it was checkpointed first).
+    pub fn after_emptied(&mut self) {
+        if self.pos.is_none() || self.lost.is_some() {
+            return;
+        }
+        match (self.read_counter)(&self.db_path) {
+            Ok(c) => {
+                self.pos = Some(Position::File {
+                    counter: c.unwrap_or(0),
+                })
+            }
+            Err(e) => self.lose(format!("cannot read the database header: {e}")),
+        }
+    }
+
+    /// The pending pages in page order (up to the committed size, without the lock page), each
+    /// read from the WAL or the staging file and checked to still be the frame that was read.
+    pub fn for_each_page(
+        &self,
+        lock_page: u32,
+        mut f: impl FnMut(u32, &[u8]) -> Result<(), String>,
+    ) -> Result<(), PageError> {
+        let lost = |e: io::Error| PageError::Lost(format!("reading pending frames failed: {e}"));
+        let wal = if self
+            .segments
+            .iter()
+            .any(|s| matches!(s.source, Source::Live))
+        {
+            Some(self.open_wal().map_err(lost)?.ok_or_else(|| {
+                PageError::Lost("the WAL was deleted before its frames were shipped".into())
+            })?)
+        } else {
+            None
+        };
+        let staging = if self.staged_len > 0 {
+            Some(File::open(&self.staging_path).map_err(lost)?)
+        } else {
+            None
+        };
+        let fsz = FRAME_HEADER_SIZE + self.page_size as usize;
+        let mut buf = vec![0u8; fsz];
+        let mut after = [0u8; FRAME_HEADER_SIZE];
+        for (&pgno, r) in self.pages.range(1..=self.db_size) {
+            if pgno == lock_page {
+                continue;
+            }
+            let s = &self.segments[r.seg as usize];
+            let ok = match (s.source, &wal, &staging) {
+                (Source::Live, Some(w), _) => {
+                    let off = crate::wal::frame_offset(r.frame, self.page_size);
+                    // Page, then the header again: a frame overwritten meanwhile (a restart by
+                    // another process) shows other salts in one of the two reads.
+                    w.read_full_at(&mut buf, off).map_err(lost)?
+                        && w.read_full_at(&mut after, off).map_err(lost)?
+                }
+                (Source::Staged { offset }, _, Some(st)) => {
+                    let off = offset + (r.frame - s.first) as u64 * fsz as u64;
+                    let ok = st.read_full_at(&mut buf, off).map_err(lost)?;
+                    after.copy_from_slice(&buf[..FRAME_HEADER_SIZE]);
+                    ok
+                }
+                _ => false,
+            };
+            let h1 = crate::wal::FrameHeader::parse(&buf[..FRAME_HEADER_SIZE]);
+            let h2 = crate::wal::FrameHeader::parse(&after);
+            if !ok || h1 != h2 || (h1.salt1, h1.salt2) != s.salts || h1.pgno != pgno {
+                return Err(PageError::Lost(format!(
+                    "WAL frame {} changed before walship shipped it (the WAL was restarted by a \
+                     connection walship did not see)",
+                    r.frame
+                )));
+            }
+            f(pgno, &buf[FRAME_HEADER_SIZE..]).map_err(PageError::Sink)?;
+        }
+        Ok(())
+    }
+
+    /// Describes what is pending; the shipper calls `shipped` once it is encoded.
+    pub fn peek(&self) -> Option<Taken> {
+        let end = self.pos?;
+        (!self.pages.is_empty()).then_some(Taken {
+            page_size: self.page_size,
+            db_size: self.db_size,
+            pages: self.pages.range(1..=self.db_size).count(),
+            frames: self.frames,
+            end,
+        })
+    }
+
+    /// The pending pages are encoded (and uploaded or spooled): forget them.
+    pub fn shipped(&mut self) {
+        self.clear_pending();
+    }
+}
+
+/// What the app's threads and the shipper share for one database.
+pub struct Shared {
+    pub tail: Mutex<Tail>,
+    /// The wal-index region 0 mapped by this process's connections (address, how many map it).
+    shm: Mutex<(usize, usize)>,
+    /// The process that opened the database (a forked child neither guards nor stages: its
+    /// parent ships, and sees the child's restarts as another writer's).
+    pid: u32,
+}
+
+impl Shared {
+    pub fn new(db_path: &str, work_dir: &Path) -> Shared {
+        Shared {
+            tail: Mutex::new(Tail::new(db_path, work_dir)),
+            shm: Mutex::new((0, 0)),
+            pid: std::process::id(),
+        }
+    }
+
+    pub fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True in the process that opened the database (false in a forked child).
+    pub fn in_owner(&self) -> bool {
+        std::process::id() == self.pid
+    }
+
+    pub fn shm_attach(&self, addr: usize) {
+        let mut g = self.shm.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 = addr;
+        g.1 += 1;
+    }
+
+    /// A connection is unmapping: `unmap` runs under the lock, so no reader sees a dead region.
+    pub fn shm_detach<R>(&self, unmap: impl FnOnce() -> R) -> R {
+        let mut g = self.shm.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 = g.1.saturating_sub(1);
+        if g.1 == 0 {
+            g.0 = 0;
+        }
+        unmap()
+    }
+
+    /// The wal-index header, read while the region cannot be unmapped.
+    pub fn shm_header(&self) -> Option<ShmHeader> {
+        let g = self.shm.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 == 0 {
+            None
+        } else {
+            crate::ffi::vfs::read_shm_at(g.0)
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! walship: continuous backup of SQLite databases from inside the application's process.
 //!
-//! Data flows one way: `ffi::vfs` (shim) → `capture` → channel → `shipper` → `storage`;
+//! Data flows one way: `ffi::vfs` (shim) → `capture` (with `wal_reader`) → `shipper` → `storage`;
 //! `restore` runs it backwards. See docs/ARCHITECTURE.md for the map of modules.
 
 pub mod capture;
@@ -12,10 +12,10 @@ pub mod fuzzing;
 pub mod logging;
 pub mod ltx;
 pub mod metrics;
-pub mod pool;
 pub mod registry;
 pub mod restore;
 pub mod shipper;
 pub mod snapshot;
 pub mod storage;
 pub mod wal;
+pub mod wal_reader;

@@ -2,9 +2,10 @@
 //!
 //! Owns, per database, the shared capture state (all connections of the process share one, as
 //! they share one WAL) and the shipper handle, and decides at first open whether a database is
-//! replicated (a config entry names it) or merely served. Called from the VFS callbacks: every
-//! method here returns quickly, takes only uncontended in-process locks, and never does network
-//! or database I/O — except closing the last connection, which waits (bounded by
+//! replicated (a config entry names it) or merely served. Called from the VFS callbacks: a commit
+//! is a notification (atomics, at most one wake-up per sync interval); the guards before a WAL
+//! restart, truncation or deletion do local I/O only (`capture::Tail::guard`); nothing here
+//! touches the network — except closing the last connection, which waits (bounded by
 //! `shutdown-sync-timeout`) until what was committed is shipped.
 
 use std::collections::HashMap;
@@ -14,25 +15,29 @@ use std::time::Duration;
 
 use once_cell::sync::{Lazy, OnceCell};
 
-use crate::capture::{Capture, Event};
-use crate::clock::now_ms;
+use crate::capture::{Shared, Tail};
 use crate::config::Config;
 use crate::shipper::{self, Handle};
 use crate::storage::Storage;
-use crate::wal::{ShmHeader, WalHeader};
+use crate::wal::ShmHeader;
 
 pub struct Db {
     pub path: String,
     opens: Mutex<usize>,
-    /// The wal-index region 0 shared by this process's connections (address, handles mapping it).
-    shm: Mutex<(usize, usize)>,
-    capture: Mutex<Capture>,
+    /// Capture state and the wal-index mapping, shared with the shipper.
+    shared: Arc<Shared>,
     ship: Option<Handle>,
     shutdown_timeout: Duration,
 }
 
+/// The tail held across a guarded call (a WAL restart, truncation or deletion), so the shipper
+/// cannot read between the guard and what follows it.
+pub struct Guarded<'a>(Option<std::sync::MutexGuard<'a, Tail>>);
+
 static DBS: Lazy<Mutex<HashMap<String, Arc<Db>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
 static CONFIG: OnceCell<Option<Config>> = OnceCell::new();
+/// Replica → the database that ships to it, for this process's life.
+static CLAIMED: Lazy<Mutex<HashMap<String, String>>> = Lazy::new(Default::default);
 /// Set when a configuration exists but could not be loaded (its error was logged).
 static CONFIG_BROKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -73,7 +78,7 @@ pub fn work_dir(db_path: &str) -> PathBuf {
     p.with_file_name(format!(".{name}-walship"))
 }
 
-fn start_replication(path: &str) -> (Option<Handle>, Duration) {
+fn start_replication(path: &str, shared: &Arc<Shared>) -> (Option<Handle>, Duration) {
     let default_timeout = Duration::from_secs(30);
     let Some(cfg) = config() else {
         if CONFIG_BROKEN.load(std::sync::atomic::Ordering::Relaxed) {
@@ -101,6 +106,28 @@ fn start_replication(path: &str) -> (Option<Handle>, Duration) {
             return (None, timeout);
         }
     };
+    // One replica, one database: two databases shipping to one place would interleave their
+    // histories (two files with one name under `WALSHIP_REPLICA_URL`, or a config mistake).
+    {
+        let mut claimed = lock(&CLAIMED);
+        let other = claimed
+            .entry(storage.describe())
+            .or_insert_with(|| path.to_string());
+        if other != path {
+            log::error!(
+                "{path}: NOT replicated: its replica {} is already the replica of {other} in \
+                 this process ({}). Give the databases different file names, or list each in \
+                 a config file with its own replica path",
+                storage.describe(),
+                if db.key == crate::config::ENV_REPLICA_URL {
+                    "WALSHIP_REPLICA_URL names each replica after the database's file name"
+                } else {
+                    "two config entries name the same replica"
+                }
+            );
+            return (None, timeout);
+        }
+    }
     log::info!(
         "{path}: replicating to {} every {:?}",
         storage.describe(),
@@ -118,14 +145,16 @@ fn start_replication(path: &str) -> (Option<Handle>, Duration) {
         db_path: path.to_string(),
         work_dir: work_dir(path),
         sync_interval: replica.sync_interval,
-        queue_limit: 64 << 20,
         policy,
         lease: Some(shipper::lease::Settings {
             ttl: cfg.lease_ttl,
             renew_every: cfg.lease_renew_interval,
         }),
     };
-    (Some(Handle::start(settings, storage)), timeout)
+    (
+        Some(Handle::start(settings, storage, shared.clone())),
+        timeout,
+    )
 }
 
 /// A main database file was opened through the VFS.
@@ -135,12 +164,12 @@ pub fn open_main(path: &str) -> Arc<Db> {
         *lock(&db.opens) += 1;
         return db.clone();
     }
-    let (ship, shutdown_timeout) = start_replication(path);
+    let shared = Arc::new(Shared::new(path, &work_dir(path)));
+    let (ship, shutdown_timeout) = start_replication(path, &shared);
     let db = Arc::new(Db {
         path: path.to_string(),
         opens: Mutex::new(1),
-        shm: Mutex::new((0, 0)),
-        capture: Mutex::new(Capture::new()),
+        shared,
         ship,
         shutdown_timeout,
     });
@@ -178,29 +207,6 @@ pub fn lookup_wal(wal_path: &str) -> Option<Arc<Db>> {
     lock(&DBS).get(db).cloned()
 }
 
-/// Databases whose last transaction used a rollback journal with no WAL opened since. The
-/// switch to WAL itself commits through a journal once; a second journal means the database
-/// stayed out of WAL mode.
-static JOURNALED: Lazy<Mutex<std::collections::HashSet<String>>> = Lazy::new(Default::default);
-
-/// A rollback journal was opened for a database served through the VFS. The second time with
-/// no WAL in between, it is not in WAL mode: its commits never reach the WAL and are not
-/// replicated. Said once per database.
-pub fn rollback_journal_opened(journal_path: &str) {
-    let Some(path) = journal_path.strip_suffix("-journal") else {
-        return;
-    };
-    let replicated = lock(&DBS).get(path).is_some_and(|db| db.ship.is_some());
-    if replicated && !lock(&JOURNALED).insert(path.to_string()) {
-        crate::logging::warn_once(&format!("journal {path}"), || {
-            format!(
-                "{path}: not in WAL mode (SQLite opened a rollback journal), so its changes are NOT \
-                 replicated; run PRAGMA journal_mode=WAL on it"
-            )
-        });
-    }
-}
-
 /// `WALSHIP_TRACE=/path`: one line per call the shim observes, for the test that records
 /// SQLite's real call sequences (tests/python/test_wal_sequences.py). Off by default.
 static TRACE: Lazy<Option<Mutex<std::fs::File>>> = Lazy::new(|| {
@@ -213,6 +219,11 @@ static TRACE: Lazy<Option<Mutex<std::fs::File>>> = Lazy::new(|| {
         .map(Mutex::new)
 });
 
+/// True when `WALSHIP_TRACE` is set (the shim then also reads the WAL header at open).
+pub fn tracing() -> bool {
+    TRACE.is_some()
+}
+
 /// Writes one trace line. A macro, so that with tracing off (the default) nothing is formatted
 /// on the commit path.
 macro_rules! trace {
@@ -222,6 +233,37 @@ macro_rules! trace {
             let _ = writeln!(lock(f), "{} {}", $db, format_args!($($fmt)*));
         }
     };
+}
+
+/// Databases whose last transaction used a rollback journal with no WAL opened since. The
+/// switch to WAL itself commits through a journal once; a second journal means the database
+/// stayed out of WAL mode.
+static JOURNALED: Lazy<Mutex<std::collections::HashSet<String>>> = Lazy::new(Default::default);
+
+/// A rollback journal was opened for a database served through the VFS. The second time with
+/// no WAL in between, it is not in WAL mode: its commits never reach the WAL and are not
+/// replicated. Said once per database.
+pub fn rollback_journal_opened(journal_path: &str) {
+    let Some(path) = journal_path.strip_suffix("-journal") else {
+        return;
+    };
+    let db = lock(&DBS).get(path).cloned();
+    let replicated = db.as_ref().is_some_and(|db| db.ship.is_some());
+    if let Some(db) = db.filter(|d| d.ship.is_some() && d.shared.in_owner()) {
+        trace!(&db.path, "JOURNAL");
+        // The file is about to change outside the WAL: the next position must be proven anew.
+        db.shared
+            .tail()
+            .lose("a rollback-journal transaction changed the database file outside the WAL");
+    }
+    if replicated && !lock(&JOURNALED).insert(path.to_string()) {
+        crate::logging::warn_once(&format!("journal {path}"), || {
+            format!(
+                "{path}: not in WAL mode (SQLite opened a rollback journal), so its changes are NOT \
+                 replicated; run PRAGMA journal_mode=WAL on it"
+            )
+        });
+    }
 }
 
 fn shm_fields(shm: &Option<ShmHeader>) -> String {
@@ -237,28 +279,52 @@ fn shm_fields(shm: &Option<ShmHeader>) -> String {
 }
 
 impl Db {
-    fn capture(&self, f: impl FnOnce(&mut Capture) -> Vec<Event>) {
-        let Some(ship) = &self.ship else { return };
-        let events = f(&mut lock(&self.capture));
-        for e in events {
-            ship.send(e);
+    /// Guards run only where this process ships (not in a forked child, not unreplicated).
+    fn guarding(&self) -> bool {
+        self.ship.is_some() && self.shared.in_owner()
+    }
+
+    /// Before SQLite restarts, truncates or deletes the WAL: every committed frame is read and
+    /// what is unshipped copied aside (`Tail::guard`). Hold the result across the call.
+    pub fn guard_wal(&self, what: &str) -> Guarded<'_> {
+        if !self.guarding() {
+            return Guarded(None);
+        }
+        trace!(&self.path, "GUARD {what}");
+        let mut t = self.shared.tail();
+        t.guard();
+        Guarded(Some(t))
+    }
+
+    /// After a guarded header write at offset 0 succeeded: a new WAL generation.
+    pub fn wal_header_written(&self, mut g: Guarded<'_>, data: &[u8]) {
+        if let Some(t) = g.0.as_mut() {
+            t.after_header_write(data);
         }
     }
 
-    pub fn wal_opened(&self, header: Option<&[u8]>) {
-        trace!(
-            &self.path,
-            "WAL-OPEN header={}",
-            header.and_then(WalHeader::parse).is_some()
-        );
-        if let Some(h) = header.and_then(WalHeader::parse) {
-            self.capture(|c| {
-                c.observe_wal_header(&h);
-                Vec::new()
-            });
+    /// After a guarded truncation succeeded.
+    pub fn wal_truncated(&self, mut g: Guarded<'_>, size: u64) {
+        trace!(&self.path, "WAL-TRUNCATE size={size}");
+        if let Some(t) = g.0.as_mut() {
+            t.after_truncate(size);
         }
     }
 
+    /// After a guarded deletion succeeded.
+    pub fn wal_deleted(&self, mut g: Guarded<'_>) {
+        trace!(&self.path, "WAL-DELETE");
+        if let Some(t) = g.0.as_mut() {
+            t.after_emptied();
+        }
+    }
+
+    /// Traced only: whether the WAL had a valid header when a connection opened it.
+    pub fn wal_opened(&self, header: bool) {
+        trace!(&self.path, "WAL-OPEN header={header}");
+    }
+
+    /// Traced only: the write itself is read back from the WAL later.
     pub fn wal_write(&self, offset: u64, data: &[u8]) {
         if TRACE.is_some() {
             let fields = if data.len() == crate::wal::FRAME_HEADER_SIZE {
@@ -273,64 +339,36 @@ impl Db {
                 data.len()
             );
         }
-        self.capture(|c| {
-            c.wal_write(offset, data);
-            Vec::new()
-        });
-    }
-
-    pub fn wal_truncated(&self, size: u64) {
-        trace!(&self.path, "WAL-TRUNCATE size={size}");
-        self.capture(|c| c.wal_truncated(size));
     }
 
     pub fn write_lock(&self, shm: Option<ShmHeader>) {
         trace!(&self.path, "W+ {}", shm_fields(&shm));
-        self.capture(|c| c.write_lock(shm));
     }
 
+    /// W-: a transaction (or a checkpoint) ended; `shm` read while the lock was still held.
     pub fn write_unlock(&self, shm: Option<ShmHeader>) {
         trace!(&self.path, "W- {}", shm_fields(&shm));
-        self.capture(|c| c.end_transaction(shm, now_ms()));
+        if let Some(ship) = &self.ship {
+            ship.notify(shm.map(|s| s.mx_frame));
+        }
     }
 
+    /// The commit's second phase (the only end-of-commit signal in EXCLUSIVE mode).
     pub fn commit_phase_two(&self, shm: Option<ShmHeader>) {
         trace!(&self.path, "PH2 {}", shm_fields(&shm));
-        self.capture(|c| c.end_transaction(shm, now_ms()));
+        if let Some(ship) = &self.ship {
+            ship.notify(shm.map(|s| s.mx_frame));
+        }
     }
 
     /// A connection mapped wal-index region 0 at `addr` (one call per connection).
     pub fn shm_attach(&self, addr: usize) {
-        let mut g = lock(&self.shm);
-        g.0 = addr;
-        g.1 += 1;
+        self.shared.shm_attach(addr);
     }
 
     /// A connection is unmapping: `unmap` runs under the lock, so no reader sees a dead region.
     pub fn shm_detach<R>(&self, unmap: impl FnOnce() -> R) -> R {
-        let mut g = lock(&self.shm);
-        g.1 = g.1.saturating_sub(1);
-        if g.1 == 0 {
-            g.0 = 0;
-        }
-        unmap()
-    }
-
-    /// Reads the wal-index header with `read(addr)` while the region cannot be unmapped.
-    pub fn shm_read(&self, read: impl FnOnce(usize) -> Option<ShmHeader>) -> Option<ShmHeader> {
-        let g = lock(&self.shm);
-        if g.0 == 0 {
-            None
-        } else {
-            read(g.0)
-        }
-    }
-
-    /// Before promising that everything committed is shipped: did a connection that does not
-    /// use the walship VFS commit since our last transaction?
-    fn check_foreign(&self) {
-        let shm = self.shm_read(crate::ffi::vfs::read_shm_at);
-        self.capture(|c| c.check_foreign(shm));
+        self.shared.shm_detach(unmap)
     }
 }
 
@@ -365,6 +403,5 @@ pub fn flush(path: Option<&str>, timeout: Duration) -> Result<u64, String> {
         .ship
         .as_ref()
         .ok_or("this database is not replicated (no configuration names it)")?;
-    db.check_foreign();
     ship.flush(timeout)
 }

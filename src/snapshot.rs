@@ -21,6 +21,7 @@ use crate::capture::Position;
 use crate::ffi::osfile::{Cursor, OsFile};
 use crate::ltx;
 use crate::wal::{self, WalHeader};
+use crate::wal_reader::WalPos;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -217,20 +218,24 @@ fn try_take(db_path: &str, work_dir: &Path, name: &str) -> Result<Option<Image>,
     let (position, db_size) = match scan.filter(|s| s.last_commit > 0) {
         Some(s) => {
             if page_size.is_some_and(|p| p != s.header.page_size) && db_len > 0 {
-                return Ok(None);
+                // Not a race: SQLite itself cannot use this WAL. Reported, not retried.
+                return Err(SnapshotError::Invalid {
+                    db: db_path.into(),
+                    what: format!(
+                        "the WAL's page size ({}) differs from the database's ({}); SQLite will \
+                         not use this WAL either",
+                        s.header.page_size,
+                        page_size.unwrap_or(0)
+                    ),
+                });
             }
             page_size = Some(s.header.page_size);
-            (
-                Position {
-                    salt1: s.header.salt1,
-                    salt2: s.header.salt2,
-                    frame: s.last_commit,
-                },
-                s.db_size,
-            )
+            let mut p = WalPos::start(&s.header);
+            p.frame = s.last_commit;
+            p.cksum = s.cksum;
+            (Position::Wal(p), s.db_size)
         }
         None => {
-            let salts = after.map(|h| (h.salt1, h.salt2)).unwrap_or((0, 0));
             let ps = page_size.unwrap_or(4096) as u64;
             // The in-header size is valid when the change counter matches version-valid-for.
             let hdr_size = u32::from_be_bytes([first[28], first[29], first[30], first[31]]);
@@ -240,14 +245,15 @@ fn try_take(db_path: &str, work_dir: &Path, name: &str) -> Result<Option<Image>,
             } else {
                 (db_len / ps) as u32
             };
-            (
-                Position {
-                    salt1: salts.0,
-                    salt2: salts.1,
-                    frame: 0,
-                },
-                size,
-            )
+            let counter = u32::from_be_bytes([first[24], first[25], first[26], first[27]]);
+            let position = match after {
+                // A header with no committed frame: new frames continue from it.
+                Some(h) if page_size.is_none_or(|p| p == h.page_size) => {
+                    Position::Wal(WalPos::start(&h))
+                }
+                _ => Position::File { counter },
+            };
+            (position, size)
         }
     };
     let page_size = page_size.unwrap_or(4096);

@@ -192,6 +192,8 @@ pub struct WalScan {
     pub last_commit: u32,
     /// Database size in pages after that commit.
     pub db_size: u32,
+    /// SQLite's cumulative checksum after that commit frame (the header's with none).
+    pub cksum: (u32, u32),
 }
 
 /// Walks the WAL from frame 1, following salts and the cumulative checksum, and calls
@@ -214,7 +216,7 @@ pub fn scan<R: Read + Seek>(
     let mut buf = vec![0u8; FRAME_HEADER_SIZE + ps];
     let mut cks = header.cksum;
     let mut uncommitted: Vec<(u32, FrameHeader, Vec<u8>)> = Vec::new();
-    let (mut last_commit, mut db_size) = (0u32, 0u32);
+    let (mut last_commit, mut db_size, mut commit_cksum) = (0u32, 0u32, header.cksum);
     let mut index = 0u32;
     loop {
         if read_full(r, &mut buf)? < buf.len() {
@@ -238,12 +240,14 @@ pub fn scan<R: Read + Seek>(
             }
             last_commit = index;
             db_size = fh.commit;
+            commit_cksum = cks;
         }
     }
     Ok(Some(WalScan {
         header,
         last_commit,
         db_size,
+        cksum: commit_cksum,
     }))
 }
 

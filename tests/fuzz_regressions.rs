@@ -112,61 +112,40 @@ fn ltx_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// Programs for the capture interpreter (see `fuzzing::capture_sequence` for the opcodes).
+/// Programs for the capture interpreter (see `fuzzing::capture_sequence` for the opcodes:
+/// 0 commit, 1 spill/rollback, 2 guarded restart, 3 foreign restart, 4 guarded truncation,
+/// 5 foreign truncation, 6 rollback-journal write, 7 sync).
 fn capture_seeds() -> Vec<(&'static str, Vec<u8>)> {
-    let start = [0u8, 1, 0, 0, 0, 9, 0, 0, 0]; // page size 512, salts 1 and 9
-    let w_lock = [0u8, 0]; // W+ with the model's wal-index header
-    let restart = [1u8, 4, 5, 0, 0, 0]; // a valid WAL header, salt2 5
-    let frame = |pgno_sel: u8, fill: u8| [12u8, 2, pgno_sel, fill]; // frame `next`
-    let w_unlock = [6u8, 0]; // W-, mxFrame = last frame written
-    let mut shm_commit = start.to_vec();
+    let commit = |a: u8, b: u8| [0u8, 1, a, 0x11, b, 0x22, 1];
+    let mut guarded = vec![0u8]; // page size 512
     for part in [
-        &w_lock[..],
-        &restart,
-        &frame(0x0a, 0xa1),
-        &frame(0x12, 0xb2),
-        &w_unlock,
-        &w_lock,
-        &frame(0x2a, 0xc3),
-        &frame(0x12, 0xd4),
-        &w_unlock,
+        &commit(1, 2)[..],
+        &[1, 0, 3, 0x33, 1], // a spilled transaction, rolled back
+        &commit(2, 3),
+        &[2], // a guarded restart before anything was shipped
+        &commit(1, 5),
+        &[7], // sync
+        &[4], // a guarded TRUNCATE checkpoint
+        &commit(4, 6),
+        &[7],
     ] {
-        shm_commit.extend_from_slice(part);
+        guarded.extend_from_slice(part);
     }
-    // EXCLUSIVE mode: no lock calls, commit phase two without a wal-index; then a truncate.
-    let mut exclusive = start.to_vec();
+    let mut foreign = vec![2u8]; // page size 4096
     for part in [
-        &restart[..],
-        &frame(0x0a, 1),
-        &frame(0x12, 2),
-        &[8, 0],
-        &[9, 0],
-        &restart,
-        &frame(0x12, 3),
-        &[8, 1],
+        &commit(1, 2)[..],
+        &[7],
+        &[3, 1, 0, 4, 0x44], // another process commits and restarts
+        &commit(3, 3),
+        &[7],
+        &[4, 6, 5, 0x55], // emptied, then a rollback-journal write
+        &[7],
+        &[5, 0], // another process empties the WAL
+        &[7],
     ] {
-        exclusive.extend_from_slice(part);
+        foreign.extend_from_slice(part);
     }
-    // A frame split at a sync point, a rewrite, a rolled-back spill.
-    let mut split = start.to_vec();
-    for part in [
-        &w_lock[..],
-        &restart,
-        &[4, 2, 16, 0, 40, 2, 0x12, 7],
-        &frame(0x0a, 8),
-        &[3, 3, 9],
-        &[6, 2],
-        &w_lock,
-        &frame(0x12, 10),
-        &w_unlock,
-    ] {
-        split.extend_from_slice(part);
-    }
-    vec![
-        ("commit-with-wal-index.bin", shm_commit),
-        ("exclusive-mode.bin", exclusive),
-        ("split-and-rollback.bin", split),
-    ]
+    vec![("guarded.bin", guarded), ("foreign.bin", foreign)]
 }
 
 const CONFIG_S3: &str = "\
@@ -363,69 +342,5 @@ fn write_seeds() {
         for (name, bytes) in seeds(target) {
             std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
         }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The capture findings, spelled out (the release build wraps the overflow the fuzzer hit).
-
-mod capture_findings {
-    use walvfs::capture::{Capture, Event};
-    use walvfs::wal::{self, ShmHeader};
-
-    const PS: u32 = 512;
-
-    fn shm(ichange: u32, mx: u32) -> ShmHeader {
-        ShmHeader {
-            ichange,
-            is_init: true,
-            page_size: Some(PS),
-            mx_frame: mx,
-            n_page: 0,
-            salt: [0, 0, 0, 1, 0, 0, 0, 2],
-        }
-    }
-
-    fn started() -> Capture {
-        let mut h = vec![0u8; 32];
-        h[..4].copy_from_slice(&0x377f_0682u32.to_be_bytes());
-        h[4..8].copy_from_slice(&3_007_000u32.to_be_bytes());
-        h[8..12].copy_from_slice(&PS.to_be_bytes());
-        h[16..24].copy_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2]);
-        let c = wal::checksum(false, (0, 0), &h[..24]);
-        h[24..28].copy_from_slice(&c.0.to_be_bytes());
-        h[28..32].copy_from_slice(&c.1.to_be_bytes());
-        let mut cap = Capture::new();
-        cap.write_lock(Some(shm(0, 0)));
-        cap.wal_write(0, &h);
-        let mut fh = [0u8; 24];
-        fh[..4].copy_from_slice(&1u32.to_be_bytes());
-        fh[4..8].copy_from_slice(&1u32.to_be_bytes());
-        cap.wal_write(wal::frame_offset(1, PS), &fh);
-        cap.wal_write(wal::frame_offset(1, PS) + 24, &[7u8; PS as usize]);
-        cap
-    }
-
-    #[test]
-    fn a_write_past_frame_u32_max_is_not_taken_for_frame_1() {
-        let mut cap = started();
-        // Frame 2^32 + 1 would be frame 1 again if the index were truncated to 32 bits.
-        let far = 32 + (1u64 << 32) * (24 + u64::from(PS)) + 24;
-        cap.wal_write(far, &[9u8; PS as usize]);
-        let ev = cap.end_transaction(Some(shm(1, 1)), 0);
-        assert!(
-            matches!(ev.as_slice(), [Event::Discontinuity { .. }]),
-            "{ev:?}"
-        );
-    }
-
-    #[test]
-    fn an_absurd_mx_frame_is_a_discontinuity_without_a_huge_allocation() {
-        let mut cap = started();
-        let ev = cap.end_transaction(Some(shm(1, u32::MAX)), 0);
-        assert!(
-            matches!(ev.as_slice(), [Event::Discontinuity { .. }]),
-            "{ev:?}"
-        );
     }
 }

@@ -1,260 +1,182 @@
-//! Synthetic call sequences shaped like the ones SQLite issues (design-notes.md); the real
-//! sequences are recorded against the host SQLite by tests/test_wal_sequences.py.
+use std::collections::BTreeMap;
+
 use super::*;
+use crate::fuzzing::walgen::WalGen;
 
-const PS: u32 = 512;
-
-fn wal_header(salt1: u32, salt2: u32) -> Vec<u8> {
-    let mut h = vec![0u8; 32];
-    h[..4].copy_from_slice(&0x377f_0682u32.to_be_bytes());
-    h[4..8].copy_from_slice(&3_007_000u32.to_be_bytes());
-    h[8..12].copy_from_slice(&PS.to_be_bytes());
-    h[16..20].copy_from_slice(&salt1.to_be_bytes());
-    h[20..24].copy_from_slice(&salt2.to_be_bytes());
-    let c = wal::checksum(false, (0, 0), &h[..24]);
-    h[24..28].copy_from_slice(&c.0.to_be_bytes());
-    h[28..32].copy_from_slice(&c.1.to_be_bytes());
-    h
+struct Fixture {
+    dir: PathBuf,
+    db: String,
 }
 
-fn frame_header(pgno: u32, commit: u32, salt1: u32) -> Vec<u8> {
-    let mut h = vec![0u8; 24];
-    h[..4].copy_from_slice(&pgno.to_be_bytes());
-    h[4..8].copy_from_slice(&commit.to_be_bytes());
-    h[8..12].copy_from_slice(&salt1.to_be_bytes());
-    h
+impl Fixture {
+    fn new(name: &str) -> Fixture {
+        let dir =
+            std::env::temp_dir().join(format!("walship-capture-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("db").to_string_lossy().into_owned();
+        Fixture { dir, db }
+    }
+    fn write(&self, g: &WalGen) {
+        std::fs::write(format!("{}-wal", self.db), &g.bytes).unwrap();
+    }
+    fn tail(&self) -> Tail {
+        Tail::new(&self.db, &self.dir).with_counter_reader(|_| Ok(Some(1)))
+    }
 }
 
-fn off(i: u32) -> u64 {
-    wal::frame_offset(i, PS)
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
-/// `F i`: header then page, as two writes.
-fn frame(c: &mut Capture, i: u32, pgno: u32, commit: u32, fill: u8) {
-    c.wal_write(off(i), &frame_header(pgno, commit, 1));
-    c.wal_write(off(i) + 24, &vec![fill; PS as usize]);
-}
-
-fn shm(ichange: u32, mx: u32, salt1: u32) -> ShmHeader {
+fn shm(g: &WalGen) -> ShmHeader {
     let mut salt = [0u8; 8];
-    salt[..4].copy_from_slice(&salt1.to_be_bytes());
+    salt[..4].copy_from_slice(&g.header.salt1.to_be_bytes());
+    salt[4..].copy_from_slice(&g.header.salt2.to_be_bytes());
     ShmHeader {
-        ichange,
+        ichange: 0,
         is_init: true,
-        page_size: Some(PS),
-        mx_frame: mx,
-        n_page: 0,
+        page_size: Some(g.page_size),
+        mx_frame: g.mx,
+        n_page: g.db_size,
         salt,
     }
 }
 
-fn commits(ev: &[Event]) -> Vec<&Txn> {
-    ev.iter()
-        .filter_map(|e| {
-            if let Event::Commit(t) = e {
-                Some(t)
-            } else {
-                None
-            }
-        })
-        .collect()
+/// Ships what the tail holds: page → fill byte.
+fn ship(t: &mut Tail) -> BTreeMap<u32, u8> {
+    let mut out = BTreeMap::new();
+    t.for_each_page(u32::MAX, |pgno, page| {
+        out.insert(pgno, page[4]);
+        Ok(())
+    })
+    .unwrap();
+    t.shipped();
+    out
 }
 
 #[test]
-fn one_commit_with_shm() {
-    let mut c = Capture::new();
-    assert!(c.write_lock(Some(shm(0, 0, 1))).is_empty());
-    c.wal_write(0, &wal_header(1, 0));
-    frame(&mut c, 1, 1, 0, 0xa1);
-    frame(&mut c, 2, 2, 2, 0xb2);
-    let ev = c.end_transaction(Some(shm(1, 2, 1)), 7);
-    let t = commits(&ev);
-    assert_eq!(t.len(), 1);
-    assert_eq!(t[0].db_size, 2);
-    assert_eq!(
-        t[0].pages.iter().map(|p| (p.0, p.1[0])).collect::<Vec<_>>(),
-        vec![(1, 0xa1), (2, 0xb2)]
-    );
-    assert_eq!(t[0].end.frame, 2);
-    assert_eq!(t[0].committed_at_ms, 7);
+fn reads_to_the_wal_index_limit_and_ships_the_newest_image_of_each_page() {
+    let f = Fixture::new("limit");
+    let mut g = WalGen::new(512, 1, 2);
+    let mut t = f.tail();
+    t.start(Position::Wal(g.end));
+    g.commit(&[(1, 1), (2, 1)]);
+    let at_first = shm(&g);
+    g.commit(&[(2, 2), (3, 2)]);
+    f.write(&g);
+    t.advance(Some(at_first));
+    assert_eq!(t.pending_frames(), 2, "only up to the wal-index's mxFrame");
+    t.advance(Some(shm(&g)));
+    assert_eq!(t.position(), Some(Position::Wal(g.end)));
+    assert_eq!(ship(&mut t), BTreeMap::from([(1, 1), (2, 2), (3, 2)]));
+    assert!(t.is_empty());
 }
 
 #[test]
-fn rewrites_in_a_spilled_transaction_keep_the_latest_image() {
-    let mut c = Capture::new();
-    c.write_lock(Some(shm(3, 4, 1)));
-    frame(&mut c, 5, 7, 0, 1);
-    frame(&mut c, 6, 8, 0, 2);
-    c.wal_write(off(5) + 24, &vec![9u8; PS as usize]); // d5
-    frame(&mut c, 7, 8, 0, 3); // page 8 again in a new frame
-    frame(&mut c, 8, 9, 9, 4); // commit, salts zero
-    for i in 5..=8 {
-        // h5..h8: header-only rewrites with real salts; page numbers unchanged
-        let pg = [7, 8, 8, 9][(i - 5) as usize];
-        c.wal_write(off(i), &frame_header(pg, if i == 8 { 9 } else { 0 }, 1));
+fn a_guarded_restart_stages_unshipped_frames_before_they_are_overwritten() {
+    let f = Fixture::new("stage");
+    let mut g = WalGen::new(512, 1, 2);
+    let mut t = f.tail();
+    t.start(Position::Wal(g.end));
+    g.commit(&[(1, 1), (2, 1)]);
+    g.commit(&[(3, 3)]);
+    f.write(&g);
+    // The shipper read nothing yet; SQLite is about to restart the WAL.
+    t.guard();
+    g.restart(9);
+    g.commit(&[(1, 9), (2, 9), (3, 9)]); // overwrites frames 1..3 of the old generation
+    f.write(&g);
+    t.after_header_write(&g.header_bytes());
+    assert!(t.lost().is_none());
+    // The old generation's pages come from the staging file, then the new ones from the WAL.
+    assert_eq!(ship(&mut t), BTreeMap::from([(1, 1), (2, 1), (3, 3)]));
+    t.advance(Some(shm(&g)));
+    assert_eq!(ship(&mut t), BTreeMap::from([(1, 9), (2, 9), (3, 9)]));
+    assert!(t.lost().is_none());
+}
+
+#[test]
+fn an_unseen_restart_truncation_or_deletion_loses_the_position() {
+    for case in ["restart", "truncate", "delete"] {
+        let f = Fixture::new(case);
+        let mut g = WalGen::new(512, 1, 2);
+        let mut t = f.tail();
+        t.start(Position::Wal(g.end));
+        g.commit(&[(1, 1)]);
+        f.write(&g);
+        t.advance(Some(shm(&g)));
+        g.commit(&[(2, 2)]); // committed by another process, never read here
+        match case {
+            "restart" => g.restart(5),
+            "truncate" => g.bytes.clear(),
+            _ => {}
+        }
+        if case == "delete" {
+            std::fs::remove_file(format!("{}-wal", f.db)).unwrap();
+        } else {
+            f.write(&g);
+        }
+        t.advance(None);
+        assert!(t.lost().is_some(), "{case}: a hole went unnoticed");
     }
-    let ev = c.end_transaction(Some(shm(4, 8, 1)), 0);
-    let t = commits(&ev);
-    let got: Vec<_> = t[0].pages.iter().map(|p| (p.0, p.1[0])).collect();
-    assert_eq!(got, vec![(7, 9), (8, 3), (9, 4)]);
-    assert_eq!(t[0].base.unwrap().frame, 4);
 }
 
 #[test]
-fn rollback_discards_spilled_frames_and_stale_tail_is_ignored() {
-    let mut c = Capture::new();
-    c.write_lock(Some(shm(1, 2, 1)));
-    frame(&mut c, 3, 5, 0, 1);
-    frame(&mut c, 4, 6, 0, 1);
-    frame(&mut c, 5, 7, 0, 1);
-    assert!(c.end_transaction(Some(shm(1, 2, 1)), 0).is_empty());
-    c.write_lock(Some(shm(1, 2, 1)));
-    frame(&mut c, 3, 9, 9, 2);
-    let ev = c.end_transaction(Some(shm(2, 3, 1)), 0);
-    let t = commits(&ev);
-    assert_eq!(t.len(), 1);
-    assert_eq!(t[0].pages.len(), 1);
-    assert_eq!(t[0].pages[0].0, 9);
+fn frames_overwritten_after_they_were_read_are_not_shipped() {
+    let f = Fixture::new("overwritten");
+    let mut g = WalGen::new(512, 1, 2);
+    let mut t = f.tail();
+    t.start(Position::Wal(g.end));
+    g.commit(&[(1, 1), (2, 2)]);
+    f.write(&g);
+    t.advance(Some(shm(&g)));
+    // Another process restarts and overwrites the frames before the shipper encodes them.
+    g.restart(5);
+    g.commit(&[(2, 7), (1, 7)]);
+    f.write(&g);
+    let r = t.for_each_page(u32::MAX, |_, _| Ok(()));
+    assert!(matches!(r, Err(PageError::Lost(_))), "{r:?}");
 }
 
 #[test]
-fn foreign_commit_between_our_transactions_is_a_discontinuity() {
-    let mut c = Capture::new();
-    c.write_lock(Some(shm(1, 2, 1)));
-    frame(&mut c, 3, 1, 3, 1);
-    c.end_transaction(Some(shm(2, 3, 1)), 0);
-    let ev = c.write_lock(Some(shm(3, 4, 1)));
+fn an_emptied_wal_then_a_changed_file_or_an_unseen_header_loses_the_position() {
+    let f = Fixture::new("file");
+    let mut g = WalGen::new(512, 1, 2);
+    let mut t = f.tail();
+    t.start(Position::Wal(g.end));
+    g.commit(&[(1, 1)]);
+    f.write(&g);
+    t.guard();
+    std::fs::write(format!("{}-wal", f.db), b"").unwrap();
+    t.after_truncate(0);
+    assert_eq!(t.position(), Some(Position::File { counter: 1 }));
+    assert_eq!(ship(&mut t), BTreeMap::from([(1, 1)]));
+    // A header written through the shim continues from the file.
+    g.truncate(3);
+    t.guard();
+    f.write(&g);
+    t.after_header_write(&g.header_bytes());
+    assert_eq!(t.position(), Some(Position::Wal(g.end)));
+    // Emptied again; then a rollback-journal commit changes the file's counter.
+    t.guard();
+    std::fs::remove_file(format!("{}-wal", f.db)).unwrap();
+    t.after_emptied();
+    let mut t2 = f.tail().with_counter_reader(|_| Ok(Some(2)));
+    t2.start(t.position().unwrap());
+    t2.advance(None);
     assert!(
-        matches!(ev.as_slice(), [Event::Discontinuity { .. }]),
-        "{ev:?}"
+        t2.lost().is_some(),
+        "a rollback-journal commit went unnoticed"
     );
-}
-
-#[test]
-fn checkpoint_restart_by_someone_else_is_a_reset_not_a_hole() {
-    let mut c = Capture::new();
-    c.write_lock(Some(shm(1, 2, 1)));
-    frame(&mut c, 3, 1, 3, 1);
-    c.end_transaction(Some(shm(2, 3, 1)), 0);
-    let ev = c.write_lock(Some(shm(2, 0, 2)));
-    assert!(matches!(ev.as_slice(), [Event::Reset { .. }]), "{ev:?}");
-}
-
-#[test]
-fn restart_inside_the_transaction_starts_frames_at_one() {
-    let mut c = Capture::new();
-    c.write_lock(Some(shm(5, 9, 1)));
-    c.wal_write(0, &wal_header(2, 77));
-    frame(&mut c, 1, 3, 3, 1);
-    let ev = c.end_transaction(Some(shm(6, 1, 2)), 0);
-    let t = commits(&ev);
-    assert_eq!(t[0].base.unwrap().frame, 9);
-    assert_eq!((t[0].end.salt1, t[0].end.frame), (2, 1));
-}
-
-#[test]
-fn exclusive_mode_without_shm_commits_at_phase_two() {
-    let mut c = Capture::new();
-    c.wal_write(0, &wal_header(1, 0));
-    frame(&mut c, 1, 1, 0, 1);
-    frame(&mut c, 2, 2, 2, 2);
-    let t = c.end_transaction(None, 0);
-    assert_eq!(commits(&t)[0].pages.len(), 2);
-    // The first transaction of a new WAL, with nothing known before it: its base is the
-    // database file alone, the position a snapshot taken with no WAL frames records.
-    let empty = Position {
-        salt1: 0,
-        salt2: 0,
-        frame: 0,
-    };
-    assert_eq!(commits(&t)[0].base, Some(empty));
-    // a rolled-back spill: no phase two, then a smaller commit over the stale frames
-    frame(&mut c, 3, 1, 0, 5);
-    frame(&mut c, 4, 2, 0, 5);
-    frame(&mut c, 3, 2, 2, 6);
-    let ev = c.end_transaction(None, 0);
-    let t = commits(&ev);
-    assert_eq!(
-        t[0].pages.iter().map(|p| (p.0, p.1[0])).collect::<Vec<_>>(),
-        vec![(2, 6)]
-    );
-    assert_eq!(t[0].base.unwrap().frame, 2);
-}
-
-#[test]
-fn split_page_write_is_reassembled() {
-    let mut c = Capture::new();
-    c.write_lock(Some(shm(0, 0, 1)));
-    c.wal_write(0, &wal_header(1, 0));
-    c.wal_write(off(1), &frame_header(1, 1, 1));
-    c.wal_write(off(1) + 24, &[3u8; 100]);
-    c.wal_write(off(1) + 124, &vec![4u8; PS as usize - 100]);
-    let ev = c.end_transaction(Some(shm(1, 1, 1)), 0);
-    let p = &commits(&ev)[0].pages[0].1;
-    assert_eq!((p[99], p[100]), (3, 4));
-}
-
-#[test]
-fn missing_frame_is_reported_not_shipped() {
-    let mut c = Capture::new();
-    c.write_lock(Some(shm(0, 0, 1)));
-    c.wal_write(0, &wal_header(1, 0));
-    frame(&mut c, 2, 2, 2, 2); // frame 1 never seen
-    let ev = c.end_transaction(Some(shm(1, 2, 1)), 0);
+    // Or another process starts a WAL this process never saw begin.
+    g.truncate(4);
+    f.write(&g);
+    t.advance(None);
     assert!(
-        matches!(ev.as_slice(), [Event::Discontinuity { .. }]),
-        "{ev:?}"
-    );
-}
-
-#[test]
-fn truncating_checkpoint_without_shm_is_a_reset() {
-    let mut c = Capture::new();
-    c.wal_write(0, &wal_header(1, 0));
-    frame(&mut c, 1, 1, 1, 1);
-    c.end_transaction(None, 0);
-    let ev = c.wal_truncated(0);
-    assert!(
-        matches!(ev.as_slice(), [Event::Reset { from: Some(f), to }] if f.frame == 1 && to.frame == 0),
-        "{ev:?}"
-    );
-    // the next transaction writes a new header and starts from the reset position
-    c.wal_write(0, &wal_header(2, 5));
-    frame(&mut c, 1, 1, 1, 2);
-    let ev = c.end_transaction(None, 0);
-    assert_eq!(commits(&ev)[0].base.unwrap().frame, 0);
-}
-
-#[test]
-fn header_split_around_a_sync_point_is_reassembled() {
-    // Seen with psow=0: the sync point fell 16 bytes into frame 255's header.
-    let mut c = Capture::new();
-    c.write_lock(Some(shm(0, 0, 1)));
-    c.wal_write(0, &wal_header(1, 0));
-    frame(&mut c, 1, 1, 0, 1);
-    let h = frame_header(2, 2, 1);
-    c.wal_write(off(2), &h[..16]);
-    c.wal_write(off(2) + 16, &h[16..]);
-    c.wal_write(off(2) + 24, &vec![7u8; PS as usize]);
-    let ev = c.end_transaction(Some(shm(1, 2, 1)), 0);
-    let t = commits(&ev);
-    assert_eq!(t.len(), 1, "{ev:?}");
-    assert_eq!(
-        (t[0].db_size, t[0].pages[1].0, t[0].pages[1].1[0]),
-        (2, 2, 7)
-    );
-}
-
-#[test]
-fn a_frame_missing_its_second_half_is_not_shipped() {
-    let mut c = Capture::new();
-    c.write_lock(Some(shm(0, 0, 1)));
-    c.wal_write(0, &wal_header(1, 0));
-    c.wal_write(off(1), &frame_header(1, 1, 1));
-    c.wal_write(off(1) + 24, &[1u8; 100]); // the rest of the page never arrives
-    let ev = c.end_transaction(Some(shm(1, 1, 1)), 0);
-    assert!(
-        matches!(ev.as_slice(), [Event::Discontinuity { .. }]),
-        "{ev:?}"
+        t.lost().is_some(),
+        "an unseen WAL was taken as a continuation"
     );
 }

@@ -1,11 +1,13 @@
 //! The `walship` VFS: a shim over the default OS VFS.
 //!
-//! Owns the C callbacks. Every method forwards to the lower (OS) file; only the calls capture
-//! needs are observed, after the lower call succeeded (writes) or while the lock is still held
-//! (W- is observed before it is released). Files other than main databases and their WALs are
-//! opened straight on the lower VFS in the memory SQLite gave us, as `ext/misc/cksumvfs.c` does.
-//! Never does I/O of its own beyond reading a WAL header at open, never blocks, never panics
-//! into SQLite (every callback runs in `guard`).
+//! Owns the C callbacks. Every method forwards to the lower (OS) file. Observed: the end of a
+//! write transaction (W-, read while the lock is still held, and the commit file-control), which
+//! only notifies the shipper; and the three calls that destroy WAL frames — a header write at
+//! offset 0 (a restart), `xTruncate` and `xDelete` of the WAL — which are guarded: capture reads
+//! what is unread before the call goes through (`registry::Db::guard_wal`). Files other than main
+//! databases and their WALs are opened straight on the lower VFS in the memory SQLite gave us, as
+//! `ext/misc/cksumvfs.c` does. Never touches the network, never panics into SQLite (every
+//! callback runs in `guard`).
 
 use std::ffi::{c_char, c_int, c_void};
 use std::mem::size_of;
@@ -186,14 +188,14 @@ unsafe extern "C" fn x_open(
         unsafe { ptr::write(file as *mut ShimFile, s) };
         // SAFETY: just written.
         let s = unsafe { shim(file) };
-        if role == Role::Wal {
+        if role == Role::Wal && registry::tracing() {
             if let Some(db) = db_of(s) {
                 let mut hdr = [0u8; WAL_HEADER_SIZE];
                 // SAFETY: reading 32 bytes into a 32-byte buffer through the lower file.
                 let rc = unsafe {
                     ((*(*s.lower).pMethods).xRead.unwrap())(s.lower, hdr.as_mut_ptr() as _, 32, 0)
                 };
-                db.wal_opened((rc == sys::SQLITE_OK).then_some(&hdr[..]));
+                db.wal_opened(rc == sys::SQLITE_OK && crate::wal::WalHeader::parse(&hdr).is_some());
             }
         }
         sys::SQLITE_OK
@@ -207,12 +209,14 @@ unsafe extern "C" fn x_delete(
 ) -> c_int {
     guard(sys::SQLITE_IOERR_DELETE, || {
         let lower = lower_vfs(vfs);
+        // SAFETY: name is a NUL-terminated path from SQLite.
+        let db = unsafe { c_str(name) }.and_then(registry::lookup_wal);
+        let g = db.as_ref().map(|d| d.guard_wal("delete"));
         // SAFETY: forwarding to the lower VFS.
         let rc = unsafe { (*lower).xDelete.unwrap()(lower, name, sync) };
-        // SAFETY: name is a NUL-terminated path from SQLite.
-        if let Some(path) = unsafe { c_str(name) } {
-            if let Some(db) = registry::lookup_wal(path) {
-                db.wal_truncated(0);
+        if let (Some(db), Some(g)) = (db.as_ref(), g) {
+            if rc == sys::SQLITE_OK {
+                db.wal_deleted(g);
             }
         }
         rc
@@ -333,13 +337,22 @@ unsafe extern "C" fn f_write(
     guard(sys::SQLITE_IOERR_WRITE, || {
         // SAFETY: f is a ShimFile.
         let s = unsafe { shim(f) };
+        let db = db_of(s).filter(|_| s.role == Role::Wal && n > 0);
+        let Some(db) = db else {
+            return lower_call!(s, xWrite, sys::SQLITE_IOERR_WRITE, buf, n, off);
+        };
+        // SAFETY: SQLite passed `n` readable bytes at `buf` for the duration of the call.
+        let data = unsafe { std::slice::from_raw_parts(buf as *const u8, n as usize) };
+        if off != 0 {
+            db.wal_write(off as u64, data);
+            return lower_call!(s, xWrite, sys::SQLITE_IOERR_WRITE, buf, n, off);
+        }
+        // A header write: the WAL restarts, and the old generation's frames become stale.
+        let g = db.guard_wal("restart");
         let rc = lower_call!(s, xWrite, sys::SQLITE_IOERR_WRITE, buf, n, off);
-        if rc == sys::SQLITE_OK && s.role == Role::Wal && n > 0 {
-            if let Some(db) = db_of(s) {
-                // SAFETY: SQLite passed `n` readable bytes at `buf` for the duration of the call.
-                let data = unsafe { std::slice::from_raw_parts(buf as *const u8, n as usize) };
-                db.wal_write(off as u64, data);
-            }
+        db.wal_write(0, data);
+        if rc == sys::SQLITE_OK && data.len() >= WAL_HEADER_SIZE {
+            db.wal_header_written(g, data);
         }
         rc
     })
@@ -349,11 +362,13 @@ unsafe extern "C" fn f_truncate(f: *mut sys::sqlite3_file, size: i64) -> c_int {
     guard(sys::SQLITE_IOERR_TRUNCATE, || {
         // SAFETY: f is a ShimFile.
         let s = unsafe { shim(f) };
+        let Some(db) = db_of(s).filter(|_| s.role == Role::Wal) else {
+            return lower_call!(s, xTruncate, sys::SQLITE_IOERR_TRUNCATE, size);
+        };
+        let g = db.guard_wal("truncate");
         let rc = lower_call!(s, xTruncate, sys::SQLITE_IOERR_TRUNCATE, size);
-        if rc == sys::SQLITE_OK && s.role == Role::Wal {
-            if let Some(db) = db_of(s) {
-                db.wal_truncated(size as u64);
-            }
+        if rc == sys::SQLITE_OK {
+            db.wal_truncated(g, size as u64);
         }
         rc
     })

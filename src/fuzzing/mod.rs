@@ -4,8 +4,9 @@
 //! Owns: turning arbitrary bytes into calls on the LTX decoder, the capture state machine and
 //! the config parser, and checking invariants on what comes back. Each function returns
 //! normally for every input; it panics only when the code under test panics or an invariant
-//! fails, which is the finding. It must never do I/O, read the process environment or
-//! depend on anything but its input (a failing input must replay the same way anywhere).
+//! fails, which is the finding. It must never read the process environment or depend on
+//! anything but its input (a failing input must replay the same way anywhere); only the capture
+//! target does file I/O, in a private directory it recreates for every input.
 
 //!
 //! The capture interpreter is `capture.rs` (most of the code); the decoder and config targets
@@ -17,6 +18,7 @@ use crate::config::{self, Config};
 use crate::ltx::{self, Encoder};
 
 mod capture;
+pub mod walgen;
 pub use capture::capture_sequence;
 
 // ---------------------------------------------------------------------------------------------

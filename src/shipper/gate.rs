@@ -1,7 +1,7 @@
 //! Whether this process may write the replica now. Two checks, in order: the local writer lock
 //! (`lock.rs`: one process per database on this machine) and the replica lease (`lease.rs`:
 //! one walship per replica path, across hosts). A process that fails either stays out of the
-//! replica entirely — it uploads, spools and compacts nothing, drops its capture events (the
+//! replica entirely — it uploads, spools and compacts nothing, reads nothing from the WAL (the
 //! app keeps working), says why once in its log and in its status, and tries again later. When
 //! it gets in (the other process exited, the lease was released or expired) it starts from
 //! scratch: a fresh view of the replica, and the usual first-open logic (resume only when the
@@ -170,6 +170,20 @@ impl Shipper {
         self.gate.next_try = Some(Instant::now() + retry);
         self.retry_at = self.gate.next_try;
         self.gate.blocked = Some(why.clone());
+        if other_writer {
+            // Expected, not a failure (a second process on the same database, a child of the
+            // app): said once at info level, so it never reaches stderr under a `warn` level,
+            // where hosts such as Tcl's `exec` take any output as an error.
+            let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            let state = |m: &str| m.replace(|c: char| c.is_ascii_digit(), "#");
+            if st.last_error.as_deref().map(state) != Some(state(&why)) {
+                log::info!("{}: {why}", self.s.db_path);
+            }
+            st.last_error = Some(why);
+            drop(st);
+            self.publish_status(true, true);
+            return false;
+        }
         // Logged once per state (messages differing only in numbers are one state).
         self.set_error(Some(why));
         false
@@ -209,7 +223,7 @@ impl Shipper {
         self.gate.writing = false;
         self.gate.paused = false;
         self.replica = None;
-        self.batch.clear();
+        self.shared.tail().stop();
         self.batch_started = None;
         self.need_snapshot = Some("this process stopped being the replica's writer".into());
     }

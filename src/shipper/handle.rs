@@ -1,22 +1,19 @@
-//! The sending side of the shipper: what the app's threads hold. `send` never blocks and never
-//! fails (over budget, the event is dropped and a discontinuity recorded); `flush` and `shutdown`
-//! wait, bounded by their timeout, for the shipper thread's answer.
-//!
-//! Waking: the shipper sleeps until its next deadline (the end of the sync interval). A commit
-//! wakes it only when it sleeps with nothing pending (the first commit of an interval starts
-//! the interval's clock) or when the queue passes a wake mark, so a busy app makes no system
-//! call per commit.
+//! The app's side of the shipper: what the app's threads hold. `notify` is the whole commit
+//! path — two atomics, and a wake-up only when the shipper sleeps idle (the first commit of an
+//! interval starts its clock) or the WAL grew past the early-ship mark — so it never blocks,
+//! never fails and holds no copy of the data. `flush` and `shutdown` wait, bounded by their
+//! timeout, for the shipper thread's answer.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Sender, TrySendError};
+use crossbeam_channel::{bounded, Sender};
 
 use super::Shipper;
-use crate::capture::Event;
+use crate::capture::Shared;
 use crate::clock::now_ms;
 use crate::storage::Storage;
 
@@ -26,8 +23,6 @@ pub struct Settings {
     /// Directory for temporary files, next to the database.
     pub work_dir: PathBuf,
     pub sync_interval: Duration,
-    /// Byte budget of events waiting in the channel.
-    pub queue_limit: usize,
     /// Compaction, scheduled snapshots and retention.
     pub policy: super::Policy,
     /// The replica lease (`None`: no lease).
@@ -42,6 +37,10 @@ pub struct Status {
     pub pending_txns: usize,
     pub queued_bytes: usize,
     pub snapshots: u64,
+    /// Resynchronisations: continuity was lost and the differing pages were shipped.
+    pub resyncs: u64,
+    /// The last snapshot or resync: what, why, how big.
+    pub last_repair: Option<String>,
     /// Level-0 files waiting on local disk for storage to come back, and their size.
     pub spooled_files: usize,
     pub spooled_bytes: u64,
@@ -74,7 +73,8 @@ impl Status {
                 "{{\"path\":{},\"replicated\":true,\"running\":{},\"pid\":{},\"updated_ms\":{},",
                 "\"replica\":{},\"txid\":\"{:016x}\",\"txid_int\":{},",
                 "\"last_sync_ms\":{},\"lag_ms\":{},\"pending_txns\":{},\"backlog_bytes\":{},",
-                "\"spooled_files\":{},\"spooled_bytes\":{},\"snapshots\":{},\"last_error\":{}}}"
+                "\"spooled_files\":{},\"spooled_bytes\":{},\"snapshots\":{},\"resyncs\":{},",
+                "\"last_repair\":{},\"last_error\":{}}}"
             ),
             json_str(db_path),
             running,
@@ -90,6 +90,11 @@ impl Status {
             self.spooled_files,
             self.spooled_bytes,
             self.snapshots,
+            self.resyncs,
+            self.last_repair
+                .as_deref()
+                .map(json_str)
+                .unwrap_or_else(|| "null".into()),
             self.last_error
                 .as_deref()
                 .map(json_str)
@@ -103,22 +108,34 @@ pub fn status_file(work_dir: &std::path::Path) -> PathBuf {
     work_dir.join("status.json")
 }
 
-/// Messages in the queue past which a sender wakes the shipper (the queue holds 65 536).
-const WAKE_LEN: usize = 8192;
-
-/// Queued bytes past which a sender wakes the shipper to merge them into its batch: small
-/// enough that page buffers go back to the pool (`pool.rs`) while still warm in cache, large
-/// enough that one-row commits wake it once per ~100 commits, not per commit.
-const WAKE_BYTES: usize = 1 << 20;
-
-/// Shared between the senders and the shipper thread: how to wake it and whether it wants to be.
-#[derive(Default)]
+/// Shared between the app's threads and the shipper thread: how to wake it and whether it wants to be.
 pub(super) struct Wake {
-    /// The shipper sleeps with nothing pending: the next event should wake it.
+    /// The shipper sleeps with nothing pending: the next commit should wake it.
     pub idle: AtomicBool,
+    /// A commit (or checkpoint) ended since the shipper last looked.
+    pub notified: AtomicBool,
+    /// When the last notified commit ended (ms since the epoch): a level-0 file's timestamp,
+    /// which point-in-time restores compare with.
+    pub last_commit_ms: AtomicI64,
+    /// A commit whose wal-index mxFrame reaches this wakes the shipper even mid-interval (a
+    /// bulk load is shipped early rather than left to grow the WAL); `u32::MAX`: never.
+    pub early_mx: AtomicU32,
     /// Every handle is gone: the shipper ships what it has and stops.
     pub closed: AtomicBool,
     pub thread: OnceLock<Thread>,
+}
+
+impl Default for Wake {
+    fn default() -> Wake {
+        Wake {
+            idle: AtomicBool::new(false),
+            notified: AtomicBool::new(false),
+            last_commit_ms: AtomicI64::new(0),
+            early_mx: AtomicU32::new(u32::MAX),
+            closed: AtomicBool::new(false),
+            thread: OnceLock::new(),
+        }
+    }
 }
 
 impl Wake {
@@ -130,7 +147,6 @@ impl Wake {
 }
 
 pub(super) enum Msg {
-    Event(Event),
     Flush(Sender<Result<u64, String>>),
     Shutdown(Sender<Result<u64, String>>),
 }
@@ -139,21 +155,18 @@ pub struct Handle {
     tx: Sender<Msg>,
     queued: Arc<AtomicUsize>,
     wake: Arc<Wake>,
-    overflow: AtomicBool,
-    limit: usize,
     status: Arc<Mutex<Status>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Handle {
-    pub fn start(settings: Settings, storage: Box<dyn Storage>) -> Handle {
-        let (tx, rx) = bounded(65_536);
+    pub fn start(settings: Settings, storage: Box<dyn Storage>, shared: Arc<Shared>) -> Handle {
+        let (tx, rx) = bounded(64);
         let queued = Arc::new(AtomicUsize::new(0));
         let status = Arc::new(Mutex::new(Status {
             replica: storage.describe(),
             ..Status::default()
         }));
-        let limit = settings.queue_limit;
         let wake = Arc::new(Wake::default());
         let metrics = crate::metrics::for_db(&settings.db_path, &storage.describe());
         metrics.attach_queue(queued.clone());
@@ -165,6 +178,7 @@ impl Handle {
             queued.clone(),
             status.clone(),
             metrics,
+            shared,
         );
         let thread = std::thread::Builder::new()
             .name("walship-shipper".into())
@@ -174,53 +188,22 @@ impl Handle {
             tx,
             queued,
             wake,
-            overflow: AtomicBool::new(false),
-            limit,
             status,
             thread: Mutex::new(thread),
         }
     }
 
-    /// Queues a capture event. Never blocks: over budget, the event is dropped and the stream
-    /// is marked broken, so the shipper takes a snapshot instead.
-    pub fn send(&self, ev: Event) {
-        let size = match &ev {
-            Event::Commit(t) => t.bytes(),
-            _ => 64,
-        };
-        if self.overflow.load(Ordering::Acquire) {
-            let gap = Msg::Event(Event::Discontinuity {
-                reason: "the replication queue was full".into(),
-            });
-            if self.tx.try_send(gap).is_ok() {
-                self.overflow.store(false, Ordering::Release);
-                self.wake.wake();
-            } else {
-                return;
-            }
-        }
-        if self.queued.load(Ordering::Acquire) + size > self.limit {
-            self.overflow.store(true, Ordering::Release);
-            return;
-        }
-        let queued = self.queued.fetch_add(size, Ordering::AcqRel) + size;
-        match self.tx.try_send(Msg::Event(ev)) {
-            Ok(()) => {
-                // Pairs with the shipper's store of `idle` before its last look at the queue:
-                // either it sees this event or this sees it idle.
-                if (self.wake.idle.load(Ordering::SeqCst)
-                    && self.wake.idle.swap(false, Ordering::SeqCst))
-                    || self.tx.len() >= WAKE_LEN
-                    || queued >= WAKE_BYTES.min(self.limit / 8)
-                {
-                    self.wake.wake();
-                }
-            }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.queued.fetch_sub(size, Ordering::AcqRel);
-                self.overflow.store(true, Ordering::Release);
-                self.wake.wake();
-            }
+    /// A write transaction ended (`mx`: the wal-index mxFrame after it, when there is one). The
+    /// frames stay in the WAL; the shipper reads them.
+    pub fn notify(&self, mx: Option<u32>) {
+        self.wake.last_commit_ms.store(now_ms(), Ordering::Relaxed);
+        self.wake.notified.store(true, Ordering::Release);
+        // Pairs with the shipper's store of `idle` before it parks: either it sees `notified`
+        // or this sees it idle.
+        if (self.wake.idle.load(Ordering::SeqCst) && self.wake.idle.swap(false, Ordering::SeqCst))
+            || mx.is_some_and(|m| m >= self.wake.early_mx.load(Ordering::Relaxed))
+        {
+            self.wake.wake();
         }
     }
 

@@ -1,16 +1,20 @@
-//! Shipper: one background thread per replicated database. Receives capture events from a
-//! bounded channel, checks that they continue the replica's history, batches them per sync
-//! interval into level-0 LTX files, and writes snapshots when continuity cannot be proven.
+//! Shipper: one background thread per replicated database. Woken by commits (or by its clock,
+//! which also notices commits made by other processes), it reads the committed WAL frames once
+//! per sync interval through `capture::Tail`, encodes them into one level-0 LTX file (streamed to
+//! a local file, never held in memory), and uploads it — or spools it while storage is down.
+//! When continuity cannot be proven it resynchronises: the pages that differ between an image of
+//! the database and the replica's page record become the next TXID (`position.rs`).
 //!
-//! Owns the replica's position (TXID, database checksum, per-page checksum terms) and the
-//! channel's receiving end; the sending side is `handle.rs`. A dropped event (queue over budget)
-//! arrives as a discontinuity, which the thread repairs with a snapshot. Never touches SQLite's
-//! files except through `snapshot`.
+//! Owns the replica's state (TXID, database checksum, per-page checksum terms) and the requests
+//! channel's receiving end; the app's side is `handle.rs`. Never touches SQLite's files except
+//! through `capture` and `snapshot`, never makes the app wait on storage.
 
 mod cached;
 mod encode;
 mod gate;
 mod handle;
+#[cfg(feature = "judge")]
+mod judge;
 pub mod lease;
 mod lock;
 mod maintain;
@@ -37,12 +41,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
-use crate::capture::{Event, Position};
+use crate::capture::{Position, Shared};
 use crate::clock::now_ms;
 use crate::storage::Storage;
 
-/// A batch holding this many bytes of pages is shipped before its sync interval ends.
-const BATCH_SHIP_BYTES: usize = 16 << 20;
+/// WAL bytes past which a batch is shipped before its sync interval ends (a bulk load).
+const BATCH_SHIP_BYTES: u64 = 16 << 20;
 
 /// Where the replica stands.
 struct Replica {
@@ -51,14 +55,11 @@ struct Replica {
     page_size: u32,
     db_size: u32,
     page_sums: Vec<u64>,
-    /// The WAL position the replica's newest state corresponds to.
-    position: Position,
+    /// Where the replica's newest state is in the database's files (what the state file says).
+    position: Option<Position>,
     /// Timestamp of the newest file: file timestamps never go backwards, since point-in-time
     /// restores order files by them.
     last_ts: i64,
-    /// True until the first event after a snapshot is accepted: events that predate the
-    /// snapshot may still arrive and are already part of it.
-    fresh: bool,
 }
 
 struct Shipper {
@@ -69,9 +70,15 @@ struct Shipper {
     queued: Arc<AtomicUsize>,
     status: Arc<Mutex<Status>>,
     replica: Option<Replica>,
+    /// Continuity must be (re-)established, and why.
     need_snapshot: Option<String>,
-    batch: encode::Pending,
+    /// The next repair must be a full snapshot (requested, or the page size changed).
+    force_full: bool,
+    shared: Arc<Shared>,
     batch_started: Option<Instant>,
+    /// The open batch has commits nobody notified (another process's): its file gets the
+    /// reading time rather than the last notified commit's.
+    foreign_read: bool,
     retry_at: Option<Instant>,
     backoff: Duration,
     deferred: Vec<Msg>,
@@ -83,18 +90,9 @@ struct Shipper {
     /// May this process write the replica (local lock, lease)?
     gate: gate::Gate,
     metrics: Arc<crate::metrics::DbMetrics>,
-}
-
-/// True when position `a` is at or before `b` in the WAL's history (salt-1 grows by one on
-/// every restart, so it orders generations).
-fn at_or_before(a: &Position, b: &Position) -> bool {
-    if a == b {
-        return true;
-    }
-    if (a.salt1, a.salt2) == (b.salt1, b.salt2) {
-        return a.frame <= b.frame;
-    }
-    (a.salt1.wrapping_sub(b.salt1) as i32) < 0
+    /// Judge mode (feature `judge`): verdicts asked for so far.
+    #[cfg(feature = "judge")]
+    judged: u64,
 }
 
 impl Shipper {
@@ -106,6 +104,7 @@ impl Shipper {
         queued: Arc<AtomicUsize>,
         status: Arc<Mutex<Status>>,
         metrics: Arc<crate::metrics::DbMetrics>,
+        shared: Arc<Shared>,
     ) -> Shipper {
         let maint = maintain::Maintenance::new(s.policy.clone());
         let spool = spool::Spool::new(&s.work_dir);
@@ -120,8 +119,10 @@ impl Shipper {
             status,
             replica: None,
             need_snapshot: Some("first open of the database in this process".into()),
-            batch: encode::Pending::default(),
+            force_full: false,
+            shared,
             batch_started: None,
+            foreign_read: false,
             retry_at: None,
             backoff: Duration::from_millis(100),
             deferred: Vec::new(),
@@ -132,6 +133,8 @@ impl Shipper {
             spooled: 0,
             gate,
             metrics,
+            #[cfg(feature = "judge")]
+            judged: 0,
         }
     }
 
@@ -147,11 +150,6 @@ impl Shipper {
                 None => self.next_msg(wait),
             };
             match msg {
-                Ok(Msg::Event(e)) => {
-                    self.on_event(e);
-                    // The clock and schedule checks below are per wakeup, not per commit.
-                    self.take_queued_events();
-                }
                 Ok(Msg::Flush(ack)) => {
                     let r = self.sync_all();
                     let _ = ack.send(r);
@@ -169,6 +167,8 @@ impl Shipper {
                     let r = self.sync_all();
                     if r.is_ok() {
                         self.mark_clean();
+                        #[cfg(feature = "judge")]
+                        self.judge(true);
                     }
                     self.publish_status(true, false);
                     self.release_writer();
@@ -182,12 +182,17 @@ impl Shipper {
                     return;
                 }
             }
-            if self
+            self.note_commits();
+            let due = self
                 .batch_started
-                .is_some_and(|t| t.elapsed() >= self.s.sync_interval)
+                .is_some_and(|t| t.elapsed() >= self.s.sync_interval);
+            // While storage is down (a retry pending with files spooled), each interval's
+            // file still goes to the spool: an outage costs local disk, not WAL growth.
+            if (due || self.wal_backlog() >= BATCH_SHIP_BYTES)
+                && self.need_snapshot.is_none()
+                && (self.retry_at.is_none() || self.spooled > 0)
             {
                 // Everything committed by the deadline belongs in this file, not the next.
-                self.take_queued_events();
                 self.ship_batch_logged();
             }
             self.maintain();
@@ -209,13 +214,13 @@ impl Shipper {
             Err(RecvTimeoutError::Timeout) if !wait.is_zero() => {}
             r => return r,
         }
-        // Idle means the next commit would open a batch. While a snapshot is due, commits are
-        // only drained (the snapshot reads the files), so they need not wake this thread.
+        // Idle means the next commit would open a batch. While a repair is due, commits need
+        // not wake this thread (the repair reads the files).
         self.wake.idle.store(
-            self.batch.is_empty() && self.need_snapshot.is_none(),
+            self.batch_started.is_none() && self.need_snapshot.is_none(),
             Ordering::SeqCst,
         );
-        if self.rx.is_empty() && !closed() {
+        if self.rx.is_empty() && !closed() && !self.wake.notified.load(Ordering::SeqCst) {
             std::thread::park_timeout(wait);
         }
         self.wake.idle.store(false, Ordering::SeqCst);
@@ -232,7 +237,9 @@ impl Shipper {
         // retry is a reason to wake (waking "now" here would spin while a batch is open).
         let retry = match self.retry_at {
             Some(t)
-                if self.need_snapshot.is_some() || !self.batch.is_empty() || self.spooled > 0 =>
+                if self.need_snapshot.is_some()
+                    || self.batch_started.is_some()
+                    || self.spooled > 0 =>
             {
                 t
             }
@@ -336,7 +343,8 @@ impl Shipper {
     fn note_step(&self, ok: bool) {
         let behind = self.spooled > 0 || self.need_snapshot.is_some() || self.replica.is_none();
         let txid = self.replica.as_ref().map_or(0, |r| r.txid);
-        self.metrics.step(ok, txid, self.batch.is_empty(), behind);
+        self.metrics
+            .step(ok, txid, self.batch_started.is_none(), behind);
     }
 
     fn failed(&mut self, e: String) {
@@ -350,7 +358,7 @@ impl Shipper {
         {
             let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
             st.txid = self.replica.as_ref().map(|r| r.txid).unwrap_or(0);
-            st.pending_txns = self.batch.len();
+            st.pending_txns = usize::from(self.batch_started.is_some());
             st.last_sync_ms = Some(now_ms());
         }
         self.note_step(true);
@@ -360,62 +368,48 @@ impl Shipper {
         self.publish_status(false, true);
     }
 
-    fn on_event(&mut self, e: Event) {
-        if let Event::Commit(t) = &e {
-            self.queued.fetch_sub(t.bytes(), Ordering::AcqRel);
-            if !self.gate.other_writer() {
-                self.metrics.commit_seen(t.committed_at_ms); // a standby's lag means nothing
-            }
-        }
-        if self.need_snapshot.is_some() {
-            return; // the snapshot will read this state from the files
-        }
-        let Some(r) = self.replica.as_mut() else {
+    /// Commits since the last look (notified by this process's connections, or seen in the
+    /// wal-index when another process made them) open the interval's batch.
+    fn note_commits(&mut self) {
+        let notified = self.wake.notified.swap(false, Ordering::AcqRel);
+        if self.replica.is_none() {
             return;
+        }
+        let foreign = !notified && self.foreign_commits();
+        self.foreign_read |= foreign;
+        if self.batch_started.is_none() && (notified || foreign) {
+            self.batch_started = Some(Instant::now());
+            if !self.gate.other_writer() {
+                self.metrics.commit_seen(now_ms()); // a standby's lag means nothing
+            }
+        }
+    }
+
+    /// Did the wal-index move past what the tail has read (a commit made without notifying:
+    /// another process, or a connection that does not use walship)?
+    fn foreign_commits(&self) -> bool {
+        let Some(shm) = self.shared.shm_header().filter(|s| s.is_init) else {
+            return false;
         };
-        match e {
-            Event::Discontinuity { reason } => {
-                log::warn!("{}: {reason}; a new snapshot will be taken", self.s.db_path);
-                self.need_snapshot = Some(reason);
+        match self.shared.tail().position() {
+            Some(Position::Wal(p)) => {
+                (shm.salts() != p.salts() && shm.mx_frame > 0) || shm.mx_frame > p.frame
             }
-            Event::Reset { from, to } => match from {
-                Some(f) if f == r.position => {
-                    r.position = to;
-                    r.fresh = false;
-                }
-                Some(f) if r.fresh && at_or_before(&f, &r.position) => {}
-                _ => {
-                    self.need_snapshot = Some(format!(
-                        "the WAL was reset from an unexpected position ({from:?} -> {to:?}, replica at {:?})",
-                        r.position
-                    ))
-                }
-            },
-            Event::Commit(t) => {
-                let base = t.base;
-                if base == Some(r.position) {
-                    r.position = t.end;
-                    r.fresh = false;
-                    if self.batch.is_empty() {
-                        self.batch_started = Some(Instant::now());
-                    }
-                    self.batch.push(t);
-                    if self.batch.bytes() >= BATCH_SHIP_BYTES {
-                        // A bulk load: ship now rather than hold the interval's pages in memory.
-                        self.ship_batch_logged();
-                    }
-                } else if r.fresh
-                    && (at_or_before(&t.end, &r.position)
-                        || (r.position.frame == 0 && base.is_some_and(|b| b.frame != 0)))
-                {
-                    // Committed before the snapshot was read: already in it.
-                } else {
-                    self.need_snapshot = Some(format!(
-                        "a transaction does not continue the replicated history (expected WAL position {:?}, got {:?})",
-                        r.position, base
-                    ));
-                }
+            Some(Position::File { .. }) => shm.mx_frame > 0,
+            None => false,
+        }
+    }
+
+    /// Bytes of WAL frames committed and not yet read, by the wal-index (0 when unknown).
+    fn wal_backlog(&self) -> u64 {
+        let Some(shm) = self.shared.shm_header().filter(|s| s.is_init) else {
+            return 0;
+        };
+        match self.shared.tail().position() {
+            Some(Position::Wal(p)) if p.salts() == shm.salts() => {
+                shm.mx_frame.saturating_sub(p.frame) as u64 * p.page_size as u64
             }
+            _ => 0,
         }
     }
 
@@ -451,9 +445,6 @@ impl Shipper {
                 }
             }
         }
-        if !self.batch.is_empty() && self.retry_at.is_none() && self.batch_started.is_none() {
-            self.ship_batch_logged();
-        }
     }
 
     /// Uploads what the spool holds, in order.
@@ -487,22 +478,14 @@ impl Shipper {
 
     fn ship_batch_logged(&mut self) {
         match self.ship_batch() {
-            Ok(()) => self.succeeded(),
+            Ok(()) => {
+                self.succeeded();
+                #[cfg(feature = "judge")]
+                self.judge(false);
+            }
             Err(e) => {
                 self.batch_started = None;
                 self.failed(e)
-            }
-        }
-    }
-
-    /// Moves the events queued now into the batch (not those sent meanwhile, so a busy app
-    /// cannot keep this going); other messages wait their turn, after anything deferred.
-    fn take_queued_events(&mut self) {
-        for _ in 0..self.rx.len() {
-            match self.rx.try_recv() {
-                Ok(Msg::Event(e)) => self.on_event(e),
-                Ok(other) => self.deferred.insert(0, other),
-                Err(_) => break,
             }
         }
     }
@@ -512,12 +495,24 @@ impl Shipper {
         if !self.may_write(true) {
             return Err(self.gate.blocked().unwrap_or("not the writer").to_string());
         }
-        // Events already in the channel were committed before the request: take them first.
-        self.take_queued_events();
+        // Everything committed before the request is in the WAL (or already read): read it all.
+        self.wake.notified.store(false, Ordering::Release);
         if self.need_snapshot.is_some() && !self.snapshot()? {
             return Ok(0);
         }
         self.ship_batch()?;
+        // Continuity was lost while reading: repair now, so the answer covers every commit.
+        if self.need_snapshot.is_some() {
+            if !self.snapshot()? {
+                return Ok(0);
+            }
+            self.ship_batch()?;
+            if let Some(why) = &self.need_snapshot {
+                return Err(format!(
+                    "the replica could not be brought up to date: {why}"
+                ));
+            }
+        }
         if self.spooled > 0 {
             self.drain_spool()?;
         }
@@ -525,74 +520,211 @@ impl Shipper {
         Ok(self.replica.as_ref().map(|r| r.txid).unwrap_or(0))
     }
 
-    /// Writes one level-0 file with every batched transaction (pages merged, sorted).
+    /// Reads what was committed since the last file and ships it as one level-0 file.
     fn ship_batch(&mut self) -> Result<(), String> {
-        if self.batch.is_empty() {
-            self.batch_started = None;
+        self.batch_started = None;
+        if self.replica.is_none() {
+            return Err("no replica position".into());
+        }
+        let shm = self.shared.shm_header();
+        let shared = self.shared.clone();
+        let mut tail = shared.tail();
+        let before = tail.position();
+        tail.advance(shm);
+        log::debug!(
+            "{}: read the WAL from {before:?} to {:?} ({} frames pending, shm {:?})",
+            self.s.db_path,
+            tail.position(),
+            tail.pending_frames(),
+            shm.map(|s| (s.mx_frame, s.salts()))
+        );
+        if let Some(why) = tail.lost() {
+            self.need_snapshot = Some(why.to_string());
             return Ok(());
         }
-        let Some(r) = self.replica.as_mut() else {
-            return Err("no replica position".into());
+        let Some(taken) = tail.peek() else {
+            // Nothing new; the position may still have moved (a restart, an emptied WAL).
+            let pos = tail.position();
+            drop(tail);
+            if let Some(r) = self.replica.as_mut().filter(|r| r.position != pos) {
+                r.position = pos;
+                let len = r.page_sums.len();
+                self.save_state(len, &[]);
+            }
+            return Ok(());
         };
-        let page_size = self.batch.page_size;
-        if page_size != r.page_size || self.batch.mixed_page_sizes {
+        let r = self.replica.as_ref().expect("checked above");
+        if taken.page_size != r.page_size {
             self.need_snapshot = Some(format!(
-                "page size changed from {} to {page_size}",
-                r.page_size
+                "page size changed from {} to {}",
+                r.page_size, taken.page_size
             ));
-            self.batch.clear();
+            self.force_full = true;
             return Ok(());
         }
         let txid = r.txid + 1;
-        let b = encode::batch(&self.batch, txid, r.last_ts, &r.page_sums)?;
-        let ts = b.header.timestamp_ms;
-        // Straight to storage while nothing waits before it; otherwise, or if storage fails,
-        // into the spool, so the outage costs disk and not memory.
+        // The last commit this process notified ended by now (read after the WAL was): the
+        // file's time. Commits of other processes notify nothing; they get the reading time.
+        let notified = self.wake.last_commit_ms.load(Ordering::Relaxed);
+        let ts = if self.foreign_read {
+            now_ms()
+        } else {
+            notified.max(1)
+        }
+        .max(r.last_ts);
+        let mut path = self.scratch("level0.ltx.tmp");
+        let mut enc = encode::from_tail(&tail, &taken, txid, ts, &r.page_sums, &path);
+        if matches!(enc, Err(encode::Error::Local(_)))
+            && path != self.fallback_path("level0.ltx.tmp")
+        {
+            // A full or read-only directory: the system's temporary one instead (said once).
+            let _ = std::fs::remove_file(&path);
+            path = self.fallback("level0.ltx.tmp");
+            enc = encode::from_tail(&tail, &taken, txid, ts, &r.page_sums, &path);
+        }
+        let enc = match enc {
+            Ok(e) => e,
+            Err(encode::Error::Lost(why)) => {
+                tail.lose(why.clone());
+                self.need_snapshot = Some(why);
+                let _ = std::fs::remove_file(&path);
+                return Ok(());
+            }
+            Err(encode::Error::Local(e)) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(format!("encoding TXID {txid:016x} locally failed: {e}"));
+            }
+        };
+        tail.shipped();
+        drop(tail);
+        self.foreign_read = false;
+        self.queued.store(0, Ordering::Release);
+        self.wake.early_mx.store(
+            match taken.end {
+                Position::Wal(p) => p
+                    .frame
+                    .saturating_add((BATCH_SHIP_BYTES / p.page_size as u64) as u32),
+                Position::File { .. } => u32::MAX,
+            },
+            Ordering::Relaxed,
+        );
+        let (kept, r) = self.upload_level0(txid, ts, &path, enc.pages);
+        if !kept {
+            // Neither uploaded nor spooled: the replica stays where it was; the pages are in
+            // the database, so the repair (a resync) ships them later.
+            return r;
+        }
+        let rep = self.replica.as_mut().expect("checked above");
+        rep.txid = txid;
+        rep.last_ts = ts;
+        rep.checksum = enc.checksum;
+        rep.db_size = taken.db_size;
+        rep.position = Some(taken.end);
+        let old_len = rep.page_sums.len();
+        let changed = encode::apply_sums(&mut rep.page_sums, &enc.sums, taken.db_size);
+        self.save_state(old_len, &changed);
+        r
+    }
+
+    /// Uploads the level-0 file at `path` (or spools it: storage down, or files waiting before
+    /// it). Returns whether the file is kept (uploaded or spooled: the replica's TXID moves) and
+    /// `Err` when it is not in storage yet.
+    pub(super) fn upload_level0(
+        &mut self,
+        txid: u64,
+        ts: i64,
+        path: &std::path::Path,
+        pages: usize,
+    ) -> (bool, Result<(), String>) {
         let mut upload_error = None;
         if self.gate.paused() {
             upload_error = Some(format!(
                 "TXID {txid:016x} not uploaded: the replica's lease could not be renewed"
             ));
         } else if self.spooled == 0 {
-            if let Err(e) = self.storage.put(0, txid, txid, ts, &mut b.bytes.as_slice()) {
+            let r = std::fs::File::open(path)
+                .map_err(|e| e.to_string())
+                .and_then(|mut f| {
+                    self.storage
+                        .put(0, txid, txid, ts, &mut f)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = r {
                 upload_error = Some(format!("upload of TXID {txid:016x} failed: {e}"));
             }
         }
         if self.spooled > 0 || upload_error.is_some() {
-            if let Err(e) = self.spool.push(txid, txid, &b.bytes) {
-                // No disk either: give up on this history; a snapshot restarts it later.
-                self.batch.clear();
-                self.batch_started = None;
+            if let Err(e) = self.spool.push_file(txid, txid, path) {
+                let _ = std::fs::remove_file(path);
+                // No disk either: the file is dropped, the replica stays where it was, and a
+                // resync ships the pages (they are in the database) when storage returns.
                 self.need_snapshot = Some(format!("the spool could not be written ({e})"));
-                return Err(format!(
-                    "{}; spooling it failed too ({e}): replication restarts with a snapshot when storage returns",
-                    upload_error.unwrap_or_else(|| "storage is behind".into())
-                ));
+                return (
+                    false,
+                    Err(format!(
+                        "{}; spooling it failed too ({e}): the changes are shipped when storage returns",
+                        upload_error.unwrap_or_else(|| "storage is behind".into())
+                    )),
+                );
             }
             self.spooled += 1;
-        }
-        r.txid = txid;
-        r.last_ts = ts;
-        r.checksum = b.checksum;
-        r.page_sums = b.sums;
-        r.db_size = b.header.commit;
-        self.local_state(None).save(&self.s.work_dir);
-        self.batch.clear();
-        self.batch_started = None;
-        if self.spooled > 0 {
             self.publish_spool();
+        } else {
+            let _ = std::fs::remove_file(path);
         }
         if let Some(e) = upload_error {
-            return Err(format!(
-                "{e}; spooled locally ({} file(s) waiting)",
-                self.spooled
-            ));
+            return (
+                true,
+                Err(format!(
+                    "{e}; spooled locally ({} file(s) waiting)",
+                    self.spooled
+                )),
+            );
         }
         log::debug!(
-            "{}: shipped TXID {txid:016x} ({} pages)",
-            self.s.db_path,
-            b.pages
+            "{}: shipped TXID {txid:016x} ({pages} pages)",
+            self.s.db_path
         );
-        Ok(())
+        (true, Ok(()))
+    }
+
+    /// A scratch file for encoding: in walship's directory, or the system's temporary one when
+    /// that cannot be written (said once).
+    pub(super) fn scratch(&self, name: &str) -> std::path::PathBuf {
+        let here = self.s.work_dir.join(name);
+        let ok = std::fs::create_dir_all(&self.s.work_dir)
+            .and_then(|_| std::fs::File::create(&here).map(|_| ()))
+            .is_ok();
+        if ok {
+            return here;
+        }
+        self.fallback(name)
+    }
+
+    /// The scratch file `name` in the system's temporary directory, one per database and
+    /// process.
+    pub(super) fn fallback_path(&self, name: &str) -> std::path::PathBuf {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.s.db_path.hash(&mut h);
+        std::env::temp_dir().join(format!(
+            "walship-{}-{:016x}-{name}",
+            std::process::id(),
+            h.finish()
+        ))
+    }
+
+    /// `fallback_path`, saying once that walship's directory could not be used.
+    pub(super) fn fallback(&self, name: &str) -> std::path::PathBuf {
+        let tmp = self.fallback_path(name);
+        crate::logging::warn_once(&format!("scratch {}", self.s.work_dir.display()), || {
+            format!(
+                "{}: cannot write in {}; encoding in {} instead",
+                self.s.db_path,
+                self.s.work_dir.display(),
+                tmp.display()
+            )
+        });
+        tmp
     }
 }

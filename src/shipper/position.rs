@@ -1,18 +1,26 @@
-//! Where the replica stands, established or re-established: at first open (resume after a clean
-//! close, resume when an image of the database matches what was shipped, or a snapshot), after a
-//! lost continuity (a snapshot as the next TXID), and at a clean close (recording the database
-//! file's identity so the next open resumes without reading it). Never uploads a snapshot ahead
-//! of spooled files.
-
-use std::sync::atomic::Ordering;
+//! Where the replica stands, established or re-established: at first open and at takeover
+//! (resume from the state file when the WAL position or the file it records is provably still
+//! there), after continuity was lost (a resync: an image of the database compared page by page
+//! with the replica's page record, and only the differing pages shipped as the next TXID), and
+//! a full snapshot only when no trusted page record exists, the page size changed, or one was
+//! asked for. At a clean close it records the database file's identity. Never uploads a
+//! snapshot ahead of spooled files, never ships a state the database did not have.
 
 use super::state::{self, LocalState};
-use super::{encode, Msg, Replica, Shipper};
-use crate::capture::{Event, Position};
+use super::{encode, Replica, Shipper};
+use crate::capture::Position;
 use crate::clock::now_ms;
-use crate::ltx;
 use crate::snapshot;
 use crate::storage::{Storage, SNAPSHOT_LEVEL};
+use crate::wal_reader;
+
+/// Why a repair did not complete.
+enum Repair {
+    /// The replica is unchanged: the repair is still due.
+    Failed(String),
+    /// The replica equals the image, but its file waits in the spool (storage is down).
+    Behind(String),
+}
 
 impl Shipper {
     pub(super) fn local_state(&self, clean: Option<state::FileId>) -> LocalState {
@@ -24,7 +32,18 @@ impl Shipper {
             page_size: r.map(|r| r.page_size).unwrap_or(0),
             db_size: r.map(|r| r.db_size).unwrap_or(0),
             clean,
+            position: r.and_then(|r| r.position),
         }
+    }
+
+    /// After a shipped file: the page terms (in place: `changed` pages, the record held
+    /// `old_len` terms before) and then the state that vouches for them.
+    pub(super) fn save_state(&self, old_len: usize, changed: &[u32]) {
+        let Some(r) = self.replica.as_ref() else {
+            return;
+        };
+        state::update_sums(&self.s.work_dir, &r.page_sums, old_len, changed);
+        self.local_state(None).save(&self.s.work_dir);
     }
 
     /// After the last connection closed with everything shipped: if SQLite checkpointed and
@@ -36,7 +55,11 @@ impl Shipper {
         let Some(r) = self.replica.as_ref() else {
             return;
         };
-        if !wal_gone || !self.batch.is_empty() {
+        let tail_clean = {
+            let t = self.shared.tail();
+            t.is_empty() && t.lost().is_none() && t.position() == r.position
+        };
+        if !wal_gone || !tail_clean || !matches!(r.position, Some(Position::File { .. })) {
             return;
         }
         if let Some(id) = state::file_id(db) {
@@ -45,19 +68,53 @@ impl Shipper {
         }
     }
 
-    /// At first open: the state file says the database file is exactly as it was at a clean
-    /// close that had shipped everything, so the replica is current — resume with no reading.
-    fn resume_from_clean_close(&mut self, tail_txid: u64) -> bool {
+    /// The replica's newest TXID (one LIST per level).
+    fn replica_tail_txid(&self) -> Result<Option<u64>, String> {
+        let mut best = None;
+        for level in [0u8, 1, 2, 3, SNAPSHOT_LEVEL] {
+            for f in self.storage.list(level).map_err(|e| e.to_string())? {
+                best = best.max(Some(f.max_txid));
+            }
+        }
+        Ok(best)
+    }
+
+    /// At first open or takeover: if the state file describes the replica's newest TXID and its
+    /// page record adds up, adopt it; resume at once when its position is provably still
+    /// there (the WAL still holds the recorded frame, or the file is untouched since a clean
+    /// close). Returns true when resumed; with a trusted record but no proof, `self.replica`
+    /// is set and the caller compares an image with it.
+    fn resume_from_state(&mut self, tail_txid: u64) -> bool {
         let Some(st) = LocalState::load(&self.s.work_dir) else {
             return false;
         };
-        let same_file =
-            st.clean.is_some() && st.clean == state::file_id(std::path::Path::new(&self.s.db_path));
-        if !same_file || st.txid != tail_txid || st.replica != self.storage.describe() {
+        if st.txid != tail_txid || st.replica != self.storage.describe() {
             return false;
         }
         let Some(sums) = state::load_sums(&self.s.work_dir, st.db_size, st.checksum) else {
             return false;
+        };
+        let wal = std::fs::File::open(format!("{}-wal", self.s.db_path)).ok();
+        let wal_header = wal
+            .as_ref()
+            .and_then(|f| wal_reader::header(f).ok().flatten());
+        let born = self.shared.tail().born();
+        let untouched = || {
+            st.clean.is_some() && st.clean == state::file_id(std::path::Path::new(&self.s.db_path))
+        };
+        let proven = match st.position {
+            Some(Position::Wal(p)) => wal
+                .as_ref()
+                .is_some_and(|f| wal_reader::holds(f, &p).unwrap_or(false))
+                .then_some(Position::Wal(p)),
+            // The file as a clean close left it, and no WAL — or only the one this process
+            // began since it opened the database (nothing was checkpointed into the file yet).
+            Some(Position::File { counter }) if untouched() => match wal_header {
+                None => Some(Position::File { counter }),
+                Some(h) if Some(h) == born => Some(Position::Wal(wal_reader::WalPos::start(&h))),
+                Some(_) => None,
+            },
+            _ => None,
         };
         self.replica = Some(Replica {
             txid: st.txid,
@@ -65,57 +122,26 @@ impl Shipper {
             page_size: st.page_size,
             db_size: st.db_size,
             page_sums: sums,
-            // The database file alone: the WAL is empty or was created after this open, and
-            // every commit on it must continue from frame 0.
-            position: Position {
-                salt1: 0,
-                salt2: 0,
-                frame: 0,
-            },
+            position: st.position,
             last_ts: now_ms(),
-            fresh: false,
         });
-        // From here on the file changes: the mark is spent.
+        let Some(pos) = proven else {
+            return false;
+        };
+        self.shared.tail().start(pos);
+        // From here on the file changes: the clean mark is spent.
         self.local_state(None).save(&self.s.work_dir);
         log::info!(
-            "{}: replica is current at TXID {:016x} (database unchanged since its last clean close); resuming",
-            self.s.db_path, st.txid
+            "{}: replica is current at TXID {:016x} (the {} it was shipped from is unchanged); resuming",
+            self.s.db_path,
+            st.txid,
+            if matches!(pos, Position::Wal(_)) { "WAL position" } else { "database file" }
         );
         true
     }
 
-    /// The newest file in the replica: (txid, database checksum if this host's state file
-    /// vouches for it, page size). Litestream-format files carry no database checksum.
-    fn replica_tail(&self) -> Result<Option<(u64, u64, u32)>, String> {
-        let mut best: Option<crate::storage::FileInfo> = None;
-        for level in [0u8, 1, 2, 3, SNAPSHOT_LEVEL] {
-            for f in self.storage.list(level).map_err(|e| e.to_string())? {
-                if best.as_ref().is_none_or(|b| f.max_txid > b.max_txid) {
-                    best = Some(f);
-                }
-            }
-        }
-        let Some(f) = best else { return Ok(None) };
-        let rd = self
-            .storage
-            .open(f.level, f.min_txid, f.max_txid)
-            .map_err(|e| e.to_string())?;
-        let dec =
-            ltx::Decoder::new(rd).map_err(|e| format!("reading the replica's newest file: {e}"))?;
-        let (page_size, txid) = (dec.header().page_size, dec.header().max_txid);
-        let checksum = LocalState::load(&self.s.work_dir)
-            .filter(|st| {
-                st.txid == txid
-                    && st.replica == self.storage.describe()
-                    && st.page_size == page_size
-            })
-            .map(|st| st.checksum)
-            .unwrap_or(0);
-        Ok(Some((txid, checksum, page_size)))
-    }
-
-    /// Reads a consistent image and makes the replica match it: resume if it already does,
-    /// otherwise write a snapshot as the next TXID. `Ok(false)`: the database is still empty.
+    /// Establishes continuity: resume, resync (ship the pages that differ from the replica's
+    /// page record), or a full snapshot. `Ok(false)`: the database is still empty.
     pub(super) fn snapshot(&mut self) -> Result<bool, String> {
         // Files spooled before (an outage, maybe in an earlier process) come first: a snapshot's
         // TXID follows theirs, so it may not reach storage before them.
@@ -125,65 +151,79 @@ impl Shipper {
             }
             self.drain_spool()?;
         }
+        let requested = super::snapshot_request_file(&self.s.work_dir).exists();
+        let mut tail_txid = None;
         if self.replica.is_none() {
-            let tail = self.replica_tail()?;
-            if let Some((txid, _, _)) = tail {
-                let requested = super::snapshot_request_file(&self.s.work_dir).exists();
-                if !requested && self.resume_from_clean_close(txid) {
+            tail_txid = self.replica_tail_txid()?;
+            if let Some(t) = tail_txid.filter(|_| !requested) {
+                if self.resume_from_state(t) {
                     self.need_snapshot = None;
                     return Ok(true);
                 }
             }
         }
-        // Commits already queued predate the image: the image will contain them.
-        while let Ok(m) = self.rx.try_recv() {
-            match m {
-                Msg::Event(Event::Commit(t)) => {
-                    self.queued.fetch_sub(t.bytes(), Ordering::AcqRel);
-                }
-                Msg::Event(_) => {}
-                other => self.deferred.insert(0, other),
-            }
-        }
-        let tail = match &self.replica {
-            Some(r) => Some((r.txid, r.checksum, r.page_size)),
-            None => self.replica_tail()?,
-        };
+        let reason = self.need_snapshot.clone().unwrap_or_default();
+        // Nothing is tracked while the image is read: the tail restarts from the image's
+        // position, and a WAL restart in between shows up as a lost position (another round).
+        self.shared.tail().stop();
         let img = snapshot::take(&self.s.db_path, &self.s.work_dir).map_err(|e| e.to_string())?;
-        // The image holds every commit made before this moment, and none made after it.
-        let taken_at = now_ms();
         if img.db_size == 0 {
             return Ok(false);
         }
-        // A pending `walship snapshot` request is answered here rather than by resuming.
-        let requested = super::snapshot_request_file(&self.s.work_dir).exists();
-        let resumed = self.replica.is_none()
-            && !requested
-            && tail.is_some_and(|(_, c, ps)| {
-                c == img.checksum && ps == img.page_size && img.db_size > 0
-            });
-        let txid = if resumed {
-            tail.map(|t| t.0).unwrap_or(1)
+        let full = requested
+            || self.force_full
+            || self
+                .replica
+                .as_ref()
+                .is_none_or(|r| r.page_size != img.page_size);
+        let result = if full {
+            self.full_snapshot(&img, tail_txid, &reason)
         } else {
-            let txid = tail.map(|t| t.0 + 1).unwrap_or(1);
-            self.write_snapshot(&img, txid, taken_at)?;
-            txid
+            self.resync(&img, &reason)
         };
-        if resumed {
-            log::info!(
-                "{}: replica is current at TXID {txid:016x}; resuming",
-                self.s.db_path
-            );
-        } else {
-            let why = self.need_snapshot.as_deref().unwrap_or("");
-            log::info!(
-                "{}: wrote snapshot at TXID {txid:016x} ({why})",
-                self.s.db_path
-            );
-            self.status
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .snapshots += 1;
+        match result {
+            Err(Repair::Failed(e)) => {
+                // The replica is where it was: the repair is still due.
+                self.need_snapshot = Some(reason);
+                Err(e)
+            }
+            ok_or_behind => {
+                // The replica equals the image (uploaded, or waiting in the spool): track
+                // from there.
+                self.shared.tail().start(img.position);
+                self.need_snapshot = None;
+                self.force_full = false;
+                self.batch_started = None;
+                match ok_or_behind {
+                    Err(Repair::Behind(e)) => Err(e),
+                    _ => Ok(true),
+                }
+            }
+        }
+    }
+
+    fn full_snapshot(
+        &mut self,
+        img: &snapshot::Image,
+        tail_txid: Option<u64>,
+        reason: &str,
+    ) -> Result<(), Repair> {
+        let taken_at = now_ms().max(self.replica.as_ref().map_or(0, |r| r.last_ts));
+        let txid = match self.replica.as_ref() {
+            Some(r) => r.txid + 1,
+            None => tail_txid.map_or(1, |t| t + 1),
+        };
+        self.write_snapshot(img, txid, taken_at)
+            .map_err(Repair::Failed)?;
+        let what = format!(
+            "snapshot at TXID {txid:016x} ({reason}): {} pages of {} bytes",
+            img.db_size, img.page_size
+        );
+        log::info!("{}: wrote {what}", self.s.db_path);
+        {
+            let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            st.snapshots += 1;
+            st.last_repair = Some(what);
         }
         self.replica = Some(Replica {
             txid,
@@ -191,15 +231,73 @@ impl Shipper {
             page_size: img.page_size,
             db_size: img.db_size,
             page_sums: img.page_sums.clone(),
-            position: img.position,
+            position: Some(img.position),
             last_ts: taken_at,
-            fresh: true,
         });
+        state::save_sums(&self.s.work_dir, &img.page_sums);
         self.local_state(None).save(&self.s.work_dir);
-        self.need_snapshot = None;
-        self.batch.clear();
-        self.batch_started = None;
-        Ok(true)
+        Ok(())
+    }
+
+    /// Ships the pages of `img` that differ from the replica as its next TXID.
+    fn resync(&mut self, img: &snapshot::Image, reason: &str) -> Result<(), Repair> {
+        let r = self.replica.as_ref().expect("resync needs a page record");
+        let changed = encode::diff(img, &r.page_sums);
+        if changed.is_empty() && img.db_size == r.db_size {
+            log::info!(
+                "{}: replica is current at TXID {:016x} (the database matches it page for page); resuming",
+                self.s.db_path,
+                r.txid
+            );
+            let old_len = r.page_sums.len();
+            if let Some(r) = self.replica.as_mut() {
+                r.position = Some(img.position);
+            }
+            self.save_state(old_len, &[]);
+            return Ok(());
+        }
+        let txid = r.txid + 1;
+        let ts = now_ms().max(r.last_ts);
+        let mut path = self.scratch("resync.ltx.tmp");
+        let mut enc = encode::from_image_diff(img, &changed, &r.page_sums, txid, ts, &path);
+        if enc.is_err() && path != self.fallback_path("resync.ltx.tmp") {
+            // A full or read-only directory: the system's temporary one instead.
+            let _ = std::fs::remove_file(&path);
+            path = self.fallback("resync.ltx.tmp");
+            enc = encode::from_image_diff(img, &changed, &r.page_sums, txid, ts, &path);
+        }
+        let enc = enc.map_err(|e| {
+            let _ = std::fs::remove_file(&path);
+            match e {
+                encode::Error::Lost(m) | encode::Error::Local(m) => {
+                    Repair::Failed(format!("encoding the resync locally failed: {m}"))
+                }
+            }
+        })?;
+        let (kept, uploaded) = self.upload_level0(txid, ts, &path, enc.pages);
+        if !kept {
+            return Err(Repair::Failed(uploaded.err().unwrap_or_default()));
+        }
+        let rep = self.replica.as_mut().expect("checked above");
+        let old_len = rep.page_sums.len();
+        rep.txid = txid;
+        rep.last_ts = ts;
+        rep.checksum = enc.checksum;
+        rep.db_size = img.db_size;
+        rep.position = Some(img.position);
+        let pgnos = encode::apply_sums(&mut rep.page_sums, &enc.sums, img.db_size);
+        self.save_state(old_len, &pgnos);
+        let what = format!(
+            "resync at TXID {txid:016x} ({reason}): {} changed pages of {}",
+            enc.pages, img.db_size
+        );
+        log::info!("{}: {what}", self.s.db_path);
+        {
+            let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            st.resyncs += 1;
+            st.last_repair = Some(what);
+        }
+        uploaded.map_err(Repair::Behind)
     }
 
     fn write_snapshot(
@@ -212,26 +310,9 @@ impl Shipper {
         // full or read-only: `snapshot::take`), and in the temporary one if it fills up here.
         let mut tmp_path = img.path.with_extension("ltx.tmp");
         let mut encoded = encode::snapshot(img, txid, taken_at, &tmp_path);
-        let fallback = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            self.s.db_path.hash(&mut h); // one name per database and process
-            let name = format!(
-                "walship-{}-{:016x}-snapshot.ltx.tmp",
-                std::process::id(),
-                h.finish()
-            );
-            std::env::temp_dir().join(name)
-        };
-        if let Err(e) = &encoded {
-            if tmp_path != fallback {
-                crate::logging::warn_once(&format!("snapshot.ltx {}", tmp_path.display()), || {
-                    format!(
-                        "{}: {e}; encoding snapshots in {} instead",
-                        self.s.db_path,
-                        fallback.display()
-                    )
-                });
+        if encoded.is_err() {
+            if tmp_path != self.fallback_path("snapshot.ltx.tmp") {
+                let fallback = self.fallback("snapshot.ltx.tmp");
                 let _ = std::fs::remove_file(&tmp_path);
                 tmp_path = fallback;
                 encoded = encode::snapshot(img, txid, taken_at, &tmp_path);

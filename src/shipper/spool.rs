@@ -63,6 +63,21 @@ impl Spool {
         })
     }
 
+    /// Moves the finished file at `path` (on the same file system) into the spool, durably.
+    pub fn push_file(&self, min: u64, max: u64, path: &Path) -> std::io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        let dest = self.dir.join(ltx::file_name(min, max));
+        File::open(path)?.sync_all()?;
+        if fs::rename(path, &dest).is_err() {
+            // Another file system (the scratch file fell back to the temporary directory).
+            let bytes = fs::read(path)?;
+            self.push(min, max, &bytes)?;
+            let _ = fs::remove_file(path);
+            return Ok(());
+        }
+        File::open(&self.dir)?.sync_all()
+    }
+
     /// Removes files that can no longer be uploaded (best effort).
     pub fn discard(&self, paths: &[PathBuf]) {
         for p in paths {

@@ -2,14 +2,20 @@
 //!
 //! Replica files carry no database checksum (Litestream writes them without, and its restore
 //! rejects files that have one), so this is how a restart proves the replica's newest state is
-//! the local database's state. At a clean close — everything shipped, the WAL checkpointed and
-//! deleted — the database file's identity and its per-page checksums are recorded; a reopen that
-//! finds the same file resumes at once, without reading or re-uploading the database.
+//! the local database's state. After every shipped file: the TXID, the rolling database
+//! checksum, where that state is in the database's files (a proven WAL position, or the file
+//! alone), and the per-page checksum terms (updated in place, page by page). At a clean close —
+//! everything shipped, the WAL checkpointed and deleted — the database file's identity too. A
+//! reopen that finds the same WAL position or the same file resumes without reading anything; one
+//! that does not compares an image with the page terms and ships only the pages that differ.
 //! Best effort throughout: a missing or stale state only ever costs a snapshot, never a wrong one.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
+
+use crate::capture::Position;
+use crate::wal_reader::WalPos;
 
 /// Identity of the database file: any write to it changes one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +47,42 @@ pub struct LocalState {
     pub db_size: u32,
     /// Set only at a clean close: the database file as it was then.
     pub clean: Option<FileId>,
+    /// Where the state at `txid` is in the database's files.
+    pub position: Option<Position>,
+}
+
+fn position_text(p: &Option<Position>) -> String {
+    match p {
+        None => "-".into(),
+        Some(Position::File { counter }) => format!("file {counter}"),
+        Some(Position::Wal(w)) => format!(
+            "wal {} {} {} {} {} {} {}",
+            w.salt1, w.salt2, w.frame, w.cksum.0, w.cksum.1, w.page_size, w.big_endian as u8
+        ),
+    }
+}
+
+fn parse_position(line: &str) -> Option<Position> {
+    let mut it = line.split(' ');
+    match it.next()? {
+        "file" => Some(Position::File {
+            counter: it.next()?.parse().ok()?,
+        }),
+        "wal" => {
+            let v: Vec<u32> = it.filter_map(|x| x.parse().ok()).collect();
+            (v.len() == 7).then(|| {
+                Position::Wal(WalPos {
+                    salt1: v[0],
+                    salt2: v[1],
+                    frame: v[2],
+                    cksum: (v[3], v[4]),
+                    page_size: v[5],
+                    big_endian: v[6] != 0,
+                })
+            })
+        }
+        _ => None,
+    }
 }
 
 const STATE: &str = "state";
@@ -53,8 +95,14 @@ impl LocalState {
             None => "-".into(),
         };
         let text = format!(
-            "{}\n{:016x}\n{:016x}\n{}\n{}\n{}\n",
-            self.replica, self.txid, self.checksum, self.page_size, self.db_size, clean
+            "{}\n{:016x}\n{:016x}\n{}\n{}\n{}\n{}\n",
+            self.replica,
+            self.txid,
+            self.checksum,
+            self.page_size,
+            self.db_size,
+            clean,
+            position_text(&self.position)
         );
         write_atomic(dir, STATE, text.as_bytes());
     }
@@ -78,6 +126,7 @@ impl LocalState {
             mtime_s: c[2],
             mtime_ns: c[3],
         });
+        let position = l.next().and_then(parse_position);
         Some(LocalState {
             replica,
             txid,
@@ -85,6 +134,7 @@ impl LocalState {
             page_size,
             db_size,
             clean,
+            position,
         })
     }
 }
@@ -92,6 +142,27 @@ impl LocalState {
 pub fn save_sums(dir: &Path, sums: &[u64]) {
     let bytes: Vec<u8> = sums.iter().flat_map(|s| s.to_le_bytes()).collect();
     write_atomic(dir, SUMS, &bytes);
+}
+
+/// Updates the page terms in place: the `changed` pages and the size. Rewrites the whole file
+/// when it does not hold `old_len` terms (first time, or an earlier write was lost). A crash
+/// midway leaves terms that do not add up to the state's checksum, which `load_sums` refuses.
+pub fn update_sums(dir: &Path, sums: &[u64], old_len: usize, changed: &[u32]) {
+    let path = dir.join(SUMS);
+    let r = (|| -> std::io::Result<()> {
+        let f = fs::OpenOptions::new().write(true).open(&path)?;
+        if f.metadata()?.len() != old_len as u64 * 8 {
+            return Err(std::io::Error::other("size"));
+        }
+        for &p in changed {
+            let i = p as usize - 1;
+            f.write_all_at(&sums[i].to_le_bytes(), i as u64 * 8)?;
+        }
+        f.set_len(sums.len() as u64 * 8)
+    })();
+    if r.is_err() {
+        save_sums(dir, sums);
+    }
 }
 
 /// The per-page checksum terms, if present and consistent with `checksum` and `db_size`.
@@ -149,17 +220,39 @@ mod tests {
                 mtime_s: 5,
                 mtime_ns: 6,
             }),
+            position: Some(Position::Wal(WalPos {
+                salt1: 1,
+                salt2: u32::MAX,
+                frame: 9,
+                cksum: (3, 4),
+                page_size: 512,
+                big_endian: true,
+            })),
         };
         st.save(&dir);
         save_sums(&dir, &sums);
-        assert_eq!(LocalState::load(&dir), Some(st));
-        assert_eq!(load_sums(&dir, 2, checksum), Some(sums));
+        assert_eq!(LocalState::load(&dir), Some(st.clone()));
+        assert_eq!(load_sums(&dir, 2, checksum), Some(sums.clone()));
         assert_eq!(
             load_sums(&dir, 2, checksum ^ 1),
             None,
             "sums that do not add up are refused"
         );
         assert_eq!(load_sums(&dir, 3, checksum), None);
+        // In place: one term changed and the file grown by one page.
+        let mut grown = sums.clone();
+        grown[1] = crate::ltx::page_checksum(2, &[9u8; 512]);
+        grown.push(crate::ltx::page_checksum(3, &[3u8; 512]));
+        update_sums(&dir, &grown, 2, &[2, 3]);
+        let c2 = crate::ltx::checksum_flag(grown.iter().fold(0, |a, s| a ^ s));
+        assert_eq!(load_sums(&dir, 3, c2), Some(grown));
+        let file = LocalState {
+            position: Some(Position::File { counter: 17 }),
+            clean: None,
+            ..st
+        };
+        file.save(&dir);
+        assert_eq!(LocalState::load(&dir), Some(file));
         let _ = fs::remove_dir_all(&dir);
     }
 }

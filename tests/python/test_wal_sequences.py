@@ -18,6 +18,8 @@ trace is parsed into tokens (see `tokenize`):
   d<i>            page-only write to frame i (a rewrite in place)
   h<i>            header-only write to a frame already written in this transaction (a rewrite)
   T<n>            xTruncate of the WAL to n bytes, or xDelete of the WAL (n = 0)
+  (GUARD)         not a token: marks the next HDR or T as `guarded` — capture read every
+                  committed frame before SQLite was let through (only where walship replicates)
   OPEN            the WAL file was opened (header=True if it already had a valid header)
   X               any other WAL write (a combined header+page write, a partial write...): never
                   expected
@@ -124,6 +126,8 @@ def run_one(root: Path, host: str, scenario: str) -> Run:
     trace = d / "trace"
     env = {k: v for k, v in os.environ.items() if not k.startswith("WALSHIP_")}
     env["WALSHIP_TRACE"] = str(trace)
+    # Replicated, so the guards run (and are traced) as they do in production.
+    env["WALSHIP_REPLICA_URL"] = f"file://{d}/replica"
     p = subprocess.run(
         host_cmd(host) + [str(DRIVER), scenario, str(db), str(EXT), host],
         env=env, cwd=d, capture_output=True, text=True, timeout=60,
@@ -165,6 +169,7 @@ class Tok:
     ichange: Optional[int] = None
     shm_salt1: Optional[int] = None
     size: Optional[int] = None  # T
+    guarded: bool = False  # HDR, T: capture's guard ran just before
     header: Optional[bool] = None  # OPEN
     name: Optional[str] = None  # MARK
     paged: bool = False  # F: its page write followed at once
@@ -210,6 +215,7 @@ def tokenize(lines, db: str, page_size: int):
     transaction's written set is reset at W+, W-, PH2 and at a WAL header write."""
     frame = 24 + page_size
     toks, written = [], set()
+    guard = False
     prefix = db + " "
     for line in lines:
         if line.startswith("MARK "):
@@ -218,19 +224,26 @@ def tokenize(lines, db: str, page_size: int):
         if not line.startswith(prefix):
             continue
         kw, *rest = line[len(prefix):].split()
+        if kw == "GUARD":
+            guard = True
+            continue
+        if kw == "JOURNAL":
+            continue
         f = dict(x.split("=", 1) for x in rest)
         if kw in ("W+", "W-", "PH2"):
             toks.append(Tok(kw, mx=_num(f["mx"]), ichange=_num(f["ichange"]), shm_salt1=_num(f["salt1"])))
             written = set()
         elif kw == "WAL-OPEN":
             toks.append(Tok("OPEN", header=f["header"] == "true"))
-        elif kw == "WAL-TRUNCATE":
-            toks.append(Tok("T", size=int(f["size"])))
+        elif kw in ("WAL-TRUNCATE", "WAL-DELETE"):
+            toks.append(Tok("T", size=int(f.get("size", 0)), guarded=guard))
+            guard = False
         elif kw == "WAL-WRITE":
             off, n = int(f["off"]), int(f["len"])
             q, r = divmod(off - 32, frame) if off >= 32 else (None, None)
             if off == 0 and n == 32:
-                toks.append(Tok("HDR"))
+                toks.append(Tok("HDR", guarded=guard))
+                guard = False
                 written = set()
             elif r == 0 and n == 24:
                 i = q + 1
@@ -263,6 +276,9 @@ def check_layout(r: Run):
     """Every scenario: WAL writes are only headers, header+page pairs, and in-place rewrites."""
     bad = [t for t in r.tokens if t.kind == "X"]
     assert not bad, f"{r.who} WAL writes that are neither a WAL header, a frame header nor a page: {show(bad)}"
+    # Capture's invariant: nothing that destroys WAL frames reaches the file unguarded.
+    unguarded = [t for t in r.tokens if t.kind in ("HDR", "T") and not t.guarded]
+    assert not unguarded, f"{r.who} WAL restarts/truncations/deletions not guarded: {show(r.tokens, 200)}"
     unpaired = [t for t in r.tokens if t.kind == "F" and not t.paged]
     assert not unpaired, (
         f"{r.who} frame header writes not followed at once by their separate page write: {show(unpaired)}\n"
