@@ -35,10 +35,38 @@ use crate::wal_reader::{self, ReadAt, ReadError, WalPos};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Position {
     /// No WAL frames: the database file alone holds the state. `counter` is its header's file
-    /// change counter then, which every rollback-journal commit increments (WAL commits do not).
-    File { counter: u32 },
+    /// change counter then, which every rollback-journal commit increments (WAL commits do not);
+    /// `stamp` its identity then (inode, size, mtime), which any write changes — a checkpoint
+    /// by another process of commits this process never saw included.
+    File {
+        counter: u32,
+        stamp: Option<FileStamp>,
+    },
     /// After a proven frame of one WAL generation.
     Wal(WalPos),
+}
+
+/// Identity of a file: any write to it changes one of these. `stat` only: never opens the
+/// file (closing a descriptor would drop the app's POSIX locks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_s: i64,
+    pub mtime_ns: i64,
+}
+
+impl FileStamp {
+    pub fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            ino: m.ino(),
+            size: m.size(),
+            mtime_s: m.mtime(),
+            mtime_ns: m.mtime_nsec(),
+        })
+    }
 }
 
 /// Reads the file change counter (bytes 24..28) of a database; `None` for an empty file.
@@ -220,7 +248,7 @@ impl Tail {
         };
         match pos {
             Position::Wal(p) => self.advance_wal(p, shm),
-            Position::File { counter } => self.check_file(counter),
+            Position::File { counter, stamp } => self.check_file(counter, stamp),
         }
     }
 
@@ -270,7 +298,13 @@ impl Tail {
     }
 
     /// At `Position::File`: the file must still be the one the position proved.
-    fn check_file(&mut self, counter: u32) {
+    fn check_file(&mut self, counter: u32, stamp: Option<FileStamp>) {
+        if FileStamp::of(Path::new(&self.db_path)) != stamp {
+            return self.lose(
+                "the database file was written by a connection walship did not see (a checkpoint \
+                 or a rollback-journal transaction)",
+            );
+        }
         match self.open_wal().and_then(|w| match w {
             Some(f) => wal_reader::header(&f),
             None => Ok(None),
@@ -367,7 +401,7 @@ impl Tail {
         match pos {
             Position::Wal(p) if p.salts() == (h.salt1, h.salt2) => {}
             Position::Wal(_) => self.pos = Some(Position::Wal(WalPos::start(&h))),
-            Position::File { counter } => match (self.read_counter)(&self.db_path) {
+            Position::File { counter, .. } => match (self.read_counter)(&self.db_path) {
                 Ok(c) if c.unwrap_or(0) == counter => {
                     self.pos = Some(Position::Wal(WalPos::start(&h)))
                 }
@@ -402,6 +436,7 @@ impl Tail {
             Ok(c) => {
                 self.pos = Some(Position::File {
                     counter: c.unwrap_or(0),
+                    stamp: FileStamp::of(Path::new(&self.db_path)),
                 })
             }
             Err(e) => self.lose(format!("cannot read the database header: {e}")),

@@ -251,7 +251,15 @@ fn try_take(db_path: &str, work_dir: &Path, name: &str) -> Result<Option<Image>,
                 Some(h) if page_size.is_none_or(|p| p == h.page_size) => {
                     Position::Wal(WalPos::start(&h))
                 }
-                _ => Position::File { counter },
+                _ => Position::File {
+                    counter,
+                    stamp: stat_before.map(|s| crate::capture::FileStamp {
+                        ino: s.3,
+                        size: s.2,
+                        mtime_s: s.0,
+                        mtime_ns: s.1,
+                    }),
+                },
             };
             (position, size)
         }

@@ -111,6 +111,7 @@ pub fn capture_sequence(data: &[u8]) {
         let now = if emptied {
             Position::File {
                 counter: COUNTER.with(|c| c.get()),
+                stamp: None,
             }
         } else {
             Position::Wal(g.end)

@@ -155,7 +155,9 @@ impl Shipper {
                     let _ = ack.send(r);
                 }
                 Ok(Msg::Shutdown(ack)) => {
-                    if self.gate.other_writer() {
+                    // The other writer may have exited meanwhile: this process's commits since
+                    // are then its own to ship (take over now rather than at the next retry).
+                    if self.gate.other_writer() && !self.may_write(true) {
                         // Not this process's replica: nothing of ours to ship (and the reason
                         // was logged already).
                         log::debug!("{}: closed without shipping", self.s.db_path);

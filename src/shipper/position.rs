@@ -99,8 +99,9 @@ impl Shipper {
             .as_ref()
             .and_then(|f| wal_reader::header(f).ok().flatten());
         let born = self.shared.tail().born();
-        let untouched = || {
-            st.clean.is_some() && st.clean == state::file_id(std::path::Path::new(&self.s.db_path))
+        // The file is byte for byte the one the position recorded (any write changes its stamp).
+        let untouched = |stamp: &Option<state::FileId>| {
+            stamp.is_some() && *stamp == state::file_id(std::path::Path::new(&self.s.db_path))
         };
         let proven = match st.position {
             Some(Position::Wal(p)) => wal
@@ -109,8 +110,8 @@ impl Shipper {
                 .then_some(Position::Wal(p)),
             // The file as a clean close left it, and no WAL — or only the one this process
             // began since it opened the database (nothing was checkpointed into the file yet).
-            Some(Position::File { counter }) if untouched() => match wal_header {
-                None => Some(Position::File { counter }),
+            Some(Position::File { counter, stamp }) if untouched(&stamp) => match wal_header {
+                None => Some(Position::File { counter, stamp }),
                 Some(h) if Some(h) == born => Some(Position::Wal(wal_reader::WalPos::start(&h))),
                 Some(_) => None,
             },

@@ -11,30 +11,18 @@
 //! Best effort throughout: a missing or stale state only ever costs a snapshot, never a wrong one.
 
 use std::fs;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::capture::Position;
+use crate::capture::{FileStamp, Position};
 use crate::wal_reader::WalPos;
 
-/// Identity of the database file: any write to it changes one of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileId {
-    pub ino: u64,
-    pub size: u64,
-    pub mtime_s: i64,
-    pub mtime_ns: i64,
-}
+/// Identity of the database file (see `capture::FileStamp`).
+pub type FileId = FileStamp;
 
 /// `stat` only: never opens the file (closing a descriptor would drop the app's POSIX locks).
 pub fn file_id(path: &Path) -> Option<FileId> {
-    let m = fs::metadata(path).ok()?;
-    Some(FileId {
-        ino: m.ino(),
-        size: m.size(),
-        mtime_s: m.mtime(),
-        mtime_ns: m.mtime_nsec(),
-    })
+    FileStamp::of(path)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +42,13 @@ pub struct LocalState {
 fn position_text(p: &Option<Position>) -> String {
     match p {
         None => "-".into(),
-        Some(Position::File { counter }) => format!("file {counter}"),
+        Some(Position::File { counter, stamp }) => match stamp {
+            Some(c) => format!(
+                "file {counter} {} {} {} {}",
+                c.ino, c.size, c.mtime_s, c.mtime_ns
+            ),
+            None => format!("file {counter}"),
+        },
         Some(Position::Wal(w)) => format!(
             "wal {} {} {} {} {} {} {}",
             w.salt1, w.salt2, w.frame, w.cksum.0, w.cksum.1, w.page_size, w.big_endian as u8
@@ -65,9 +59,17 @@ fn position_text(p: &Option<Position>) -> String {
 fn parse_position(line: &str) -> Option<Position> {
     let mut it = line.split(' ');
     match it.next()? {
-        "file" => Some(Position::File {
-            counter: it.next()?.parse().ok()?,
-        }),
+        "file" => {
+            let counter = it.next()?.parse().ok()?;
+            let v: Vec<i64> = it.filter_map(|x| x.parse().ok()).collect();
+            let stamp = (v.len() == 4).then(|| FileStamp {
+                ino: v[0] as u64,
+                size: v[1] as u64,
+                mtime_s: v[2],
+                mtime_ns: v[3],
+            });
+            Some(Position::File { counter, stamp })
+        }
         "wal" => {
             let v: Vec<u32> = it.filter_map(|x| x.parse().ok()).collect();
             (v.len() == 7).then(|| {
@@ -247,7 +249,15 @@ mod tests {
         let c2 = crate::ltx::checksum_flag(grown.iter().fold(0, |a, s| a ^ s));
         assert_eq!(load_sums(&dir, 3, c2), Some(grown));
         let file = LocalState {
-            position: Some(Position::File { counter: 17 }),
+            position: Some(Position::File {
+                counter: 17,
+                stamp: Some(FileStamp {
+                    ino: 1,
+                    size: 2,
+                    mtime_s: 3,
+                    mtime_ns: 4,
+                }),
+            }),
             clean: None,
             ..st
         };
