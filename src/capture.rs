@@ -200,6 +200,16 @@ impl Tail {
     /// The replica now equals the database at `pos`: track from there.
     pub fn start(&mut self, pos: Position) {
         self.clear_pending();
+        // The image was of the file alone, and this process began a WAL generation meanwhile
+        // (nothing else touched the WAL since, and the file is unchanged): continue from it.
+        let pos = match (pos, self.born) {
+            (Position::File { stamp, .. }, Some(h))
+                if stamp.is_some() && FileStamp::of(Path::new(&self.db_path)) == stamp =>
+            {
+                Position::Wal(WalPos::start(&h))
+            }
+            _ => pos,
+        };
         self.pos = Some(pos);
         self.lost = None;
         self.born = None;

@@ -185,6 +185,9 @@ impl Shipper {
                 }
             }
             self.note_commits();
+            // What the wal-index says is committed and not yet read: the status's backlog.
+            self.queued
+                .store(self.wal_backlog() as usize, Ordering::Relaxed);
             let due = self
                 .batch_started
                 .is_some_and(|t| t.elapsed() >= self.s.sync_interval);
