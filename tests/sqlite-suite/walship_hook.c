@@ -25,8 +25,10 @@
 **    through pAppData, not through its name), but tests that look at the default VFS's name
 **    (syscall.test, mmap2.test, ...) run instead of skipping. sqlite3_os_init() registers the
 **    real `unix` as default again on every initialisation, which is why this step repeats.
-**    sqlite3_vfs_find("unix") then finds the copy (it is first in the list); the real unix VFS
-**    stays reachable through the shim only.
+**    The real `unix` is then unregistered (the shim keeps its pointer in pAppData and needs no
+**    lookup by name): two VFSes with one name would break tests that unregister and re-register
+**    every VFS and check sqlite3_vfs_find(name) after each step (vfs_unlink_test, run by
+**    finish_test, asserts this in builds with SQLITE_DEBUG).
 **
 ** Anything that goes wrong here aborts the process with a message on stderr: a testfixture that
 ** silently ran on the plain unix VFS would report walship's results as passes.
@@ -108,5 +110,10 @@ int walship_suite_init(const char *unused) {
   }
   rc = sqlite3_vfs_register(&walship_as_unix, 1);
   if (rc != SQLITE_OK) walship_hook_die("sqlite3_vfs_register failed", sqlite3_errstr(rc));
+  rc = sqlite3_vfs_unregister((sqlite3_vfs *)walship_as_unix.pAppData);
+  if (rc != SQLITE_OK) walship_hook_die("sqlite3_vfs_unregister(real unix) failed", sqlite3_errstr(rc));
+  if (sqlite3_vfs_find("unix") != &walship_as_unix || sqlite3_vfs_find(NULL) != &walship_as_unix) {
+    walship_hook_die("the default VFS is not walship's copy named unix", NULL);
+  }
   return SQLITE_OK;
 }
