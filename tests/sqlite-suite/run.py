@@ -115,7 +115,7 @@ class Runner:
         return env
 
     def run_one(self, name, build, timeout):
-        d = os.path.join(self.runs, name, build)
+        d = os.path.join(self.runs, os.path.basename(name), build)
         shutil.rmtree(d, ignore_errors=True)
         work = os.path.join(d, "work")
         os.makedirs(work)
