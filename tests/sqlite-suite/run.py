@@ -174,6 +174,12 @@ class Runner:
                 wt = min(timeout, max(60.0, 3 * plain["secs"] + 60))
             res["walship"] = self.run_one(name, "walship", wt)
         res["verdict"] = verdict(res)
+        if res["verdict"] == "ok" and not self.a.keep:
+            # Keep output.log; the databases and replica of a file that passed are only disk.
+            for b in ("plain", "walship"):
+                for sub in ("work", "replica"):
+                    shutil.rmtree(os.path.join(self.runs, os.path.basename(name), b, sub),
+                                  ignore_errors=True)
         with self.lock:
             print(f"  {row(res)}", flush=True)
         return res
@@ -251,6 +257,9 @@ def main():
                     help="WALSHIP_LOG for the walship runs (default warn)")
     ap.add_argument("--user", default=os.environ.get("SQLITE_SUITE_USER", "walshiptest"))
     ap.add_argument("--json", help="write the results here too")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep work/ and replica/ of files that passed too (default: only of "
+                         "failures; output.log always)")
     a = ap.parse_args()
     a.builds = a.builds.split(",")
     a.ext = os.path.abspath(a.ext)
