@@ -31,6 +31,8 @@ SLOW_GRACE = 5.0
 
 RESULT_RE = re.compile(r"^(\d+) errors out of (\d+) tests", re.M)
 FAILURES_RE = re.compile(r"^!Failures on these tests:(.*)$", re.M)
+# What finish_test counts as errors beyond failed tests.
+EXIT_CHECKS_RE = re.compile(r"^(-?\d+ files were left open|Unfreed memory: \d+ bytes)", re.M)
 WALSHIP_LOG_RE = re.compile(r"^walship (error|warn|info|debug|trace): ", re.M)
 
 
@@ -150,6 +152,7 @@ class Runner:
         fm = FAILURES_RE.search(text)
         r["failed"] = fm.group(1).split() if fm else []
         r["walship_log_lines"] = len(WALSHIP_LOG_RE.findall(text))
+        r["exit_checks"] = EXIT_CHECKS_RE.findall(text)
         if p.returncode == 124 or p.returncode == 137:
             r["status"] = "timeout"
         elif m and p.returncode == 0 and r["errors"] == 0:
@@ -226,6 +229,8 @@ def row(res):
     note = ""
     if w and w["status"] != "pass" and w["failed"]:
         note = " ".join(w["failed"][:4]) + (" ..." if len(w["failed"]) > 4 else "")
+    if w and w.get("exit_checks"):
+        note = (note + " " if note else "") + "; ".join(w["exit_checks"])
     if w and w["walship_log_lines"]:
         note = (note + " " if note else "") + f"[{w['walship_log_lines']} walship log lines]"
     return (f"{res['file']:<20} {describe(p):>16} {describe(w):>16} {fmt_secs(p):>8} "
