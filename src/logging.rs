@@ -50,6 +50,11 @@ impl Log for Logger {
         };
         line.push('\n');
         // One write per line, so lines from different threads do not interleave.
+        if let Some(f) = LOG_FILE.as_ref() {
+            use std::io::Write as _;
+            let _ = f.lock().unwrap_or_else(|p| p.into_inner()).write_all(line.as_bytes());
+            return;
+        }
         let _ = if STDOUT.load(Ordering::Relaxed) {
             std::io::stdout().lock().write_all(line.as_bytes())
         } else {
@@ -129,6 +134,19 @@ pub fn init() {
         log::set_max_level(level_from_env());
     }
 }
+
+/// `WALSHIP_LOG_FILE=/path`: every line is appended to that file instead of stderr/stdout (for
+/// hosts that treat any output on stderr as a failure, such as Tcl's `exec`). Unset: stderr.
+static LOG_FILE: once_cell::sync::Lazy<Option<std::sync::Mutex<std::fs::File>>> =
+    once_cell::sync::Lazy::new(|| {
+        let p = std::env::var_os("WALSHIP_LOG_FILE")?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+            .map(std::sync::Mutex::new)
+    });
 
 /// Applies the config file's `logging:` section (called once, when the config is loaded).
 /// Does nothing when the host app's own logger is installed: its settings are the app's.

@@ -18,7 +18,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::capture::Position;
-use crate::ffi::osfile::{Cursor, OsFile};
+use crate::ffi::osfile::OsFile;
 use crate::ltx;
 use crate::wal::{self, WalHeader};
 use crate::wal_reader::WalPos;
@@ -63,12 +63,8 @@ impl Image {
     }
 }
 
-fn wal_header(wal: Option<&OsFile>) -> Option<WalHeader> {
-    let mut b = [0u8; wal::WAL_HEADER_SIZE];
-    match wal?.read_at(&mut b, 0) {
-        Ok(true) => WalHeader::parse(&b),
-        _ => None,
-    }
+fn wal_header(wal: Option<&File>) -> Option<WalHeader> {
+    crate::wal_reader::header(wal?).ok().flatten()
 }
 
 fn stat_key(p: &str) -> Option<(i64, i64, u64, u64)> {
@@ -136,7 +132,13 @@ fn try_take(db_path: &str, work_dir: &Path, name: &str) -> Result<Option<Image>,
         }
     };
     let wal_path = format!("{db_path}-wal");
-    let wal = OsFile::open(&wal_path, true).map_err(io("open WAL"))?;
+    // The WAL through std::fs: SQLite takes no POSIX lock on it (only on the database and the
+    // shm), so closing this descriptor releases nothing of the app's.
+    let wal = match File::open(&wal_path) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io("open WAL")(e)),
+    };
     let before = wal_header(wal.as_ref());
     let stat_before = stat_key(db_path);
     let db = OsFile::open(db_path, false)
@@ -168,7 +170,8 @@ fn try_take(db_path: &str, work_dir: &Path, name: &str) -> Result<Option<Image>,
     } else {
         None
     };
-    let chunk = 1 << 20;
+    // The OS VFS reads at most 128 KiB per call (a debug build asserts it).
+    let chunk = 64 << 10;
     let mut buf = vec![0u8; chunk];
     let mut off = 0u64;
     while off < db_len {
@@ -189,12 +192,7 @@ fn try_take(db_path: &str, work_dir: &Path, name: &str) -> Result<Option<Image>,
     // 2. The WAL's committed prefix, overlaid in frame order (later frames win).
     let mut scan = None;
     if let Some(w) = wal.as_ref() {
-        let len = w.size().map_err(io("size WAL"))?;
-        let mut cur = Cursor {
-            file: w,
-            pos: 0,
-            len,
-        };
+        let mut cur = std::io::BufReader::with_capacity(256 << 10, w);
         let mut werr = None;
         let s = wal::scan(&mut cur, |_, fh, page| {
             let at = (fh.pgno as u64 - 1) * page.len() as u64;

@@ -17,7 +17,7 @@ pub struct OsFile {
     vfs: *mut sys::sqlite3_vfs,
     file: *mut sys::sqlite3_file,
     _mem: Vec<u64>,
-    _name: CString,
+    _name: Vec<u8>,
 }
 
 // SAFETY: the handle is used by one thread at a time (the shipper owns it); the unix VFS file
@@ -29,7 +29,17 @@ impl OsFile {
     pub fn open(path: &str, wal: bool) -> io::Result<Option<OsFile>> {
         let lower =
             vfs::lower().ok_or_else(|| io::Error::other("walship VFS is not registered"))?;
-        let name = CString::new(path).map_err(|_| io::Error::other("path contains NUL"))?;
+        // A file that is not there is not opened at all: the OS VFS would report the failure
+        // through sqlite3_log, running the app's log callback on this thread.
+        if std::fs::symlink_metadata(path).is_err() {
+            return Ok(None);
+        }
+        // SQLite's file names end in two NULs (URI parameters follow the first); the OS VFS
+        // may look past the first one.
+        let mut name = CString::new(path)
+            .map_err(|_| io::Error::other("path contains NUL"))?
+            .into_bytes_with_nul();
+        name.push(0);
         // SAFETY: `lower` is the registered OS VFS, alive for the process.
         let sz = unsafe { (*lower).szOsFile } as usize;
         let mut mem = vec![0u64; sz.div_ceil(8) + 1];
@@ -41,11 +51,12 @@ impl OsFile {
         };
         let mut out: c_int = 0;
         // SAFETY: `file` points to szOsFile zeroed, 8-aligned bytes that outlive the handle
-        // (kept in `_mem`); the name outlives it too (kept in `_name`), as xOpen requires.
+        // (kept in `_mem`); the double-NUL name outlives it too (kept in `_name`), as xOpen
+        // requires.
         let rc = unsafe {
             (*lower).xOpen.unwrap()(
                 lower,
-                name.as_ptr(),
+                name.as_ptr() as *const std::ffi::c_char,
                 file,
                 kind | sys::SQLITE_OPEN_READONLY,
                 &mut out,
@@ -116,35 +127,5 @@ impl Drop for OsFile {
                 (*self.file).pMethods = ptr::null();
             }
         }
-    }
-}
-
-/// `std::io::Read + Seek` over an `OsFile`, for the WAL scanner.
-pub struct Cursor<'a> {
-    pub file: &'a OsFile,
-    pub pos: u64,
-    pub len: u64,
-}
-
-impl io::Read for Cursor<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
-        if n == 0 {
-            return Ok(0);
-        }
-        self.file.read_at(&mut buf[..n], self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl io::Seek for Cursor<'_> {
-    fn seek(&mut self, p: io::SeekFrom) -> io::Result<u64> {
-        self.pos = match p {
-            io::SeekFrom::Start(n) => n,
-            io::SeekFrom::End(d) => (self.len as i64 + d) as u64,
-            io::SeekFrom::Current(d) => (self.pos as i64 + d) as u64,
-        };
-        Ok(self.pos)
     }
 }

@@ -93,6 +93,14 @@ fn try_take_at(path: &Path) -> io::Result<Outcome> {
 /// The line the process that does not hold the lock logs (once) and shows in its status.
 pub fn busy_message(holder: Option<u32>, retry: std::time::Duration) -> String {
     let who = match holder {
+        Some(pid) if pid == std::process::id() => {
+            return format!(
+                "an earlier shipper of this process (its last connection closed before \
+                 replication finished) still holds the database; this one takes over when it \
+                 exits (checking every {}s)",
+                retry.as_secs().max(1)
+            )
+        }
         Some(pid) => format!("another process (pid {pid})"),
         None => "another process".to_string(),
     };

@@ -130,6 +130,8 @@ class Runner:
             env["WALSHIP_EXT"] = self.a.ext
             if os.environ.get("WALSHIP_JUDGE"):
                 env["WALSHIP_JUDGE"] = os.environ["WALSHIP_JUDGE"]
+                # Verdicts go to a file: one line per comparison ("ok ..." or "MISMATCH ...").
+                env["WALSHIP_JUDGE_LOG"] = os.path.join(d, "judge.log")
         if self.user:
             for p in (d, work) + ((env["WALSHIP_REPLICA_URL"][7:],) if build == "walship" else ()):
                 os.chown(p, self.user.pw_uid, self.user.pw_gid)
@@ -153,8 +155,14 @@ class Runner:
         r["failed"] = fm.group(1).split() if fm else []
         r["walship_log_lines"] = len(WALSHIP_LOG_RE.findall(text))
         r["exit_checks"] = EXIT_CHECKS_RE.findall(text)
+        judge = os.path.join(d, "judge.log")
+        verdicts = open(judge, errors="replace").read().splitlines() if os.path.exists(judge) else []
+        r["judge_ok"] = sum(1 for v in verdicts if v.startswith("ok "))
+        r["judge_bad"] = [v for v in verdicts if "MISMATCH" in v]
         if p.returncode == 124 or p.returncode == 137:
             r["status"] = "timeout"
+        elif r["judge_bad"]:
+            r["status"] = "fail"  # the replica differed from the database: the judge's verdict
         elif m and p.returncode == 0 and r["errors"] == 0:
             r["status"] = "pass"
         elif m:
@@ -231,6 +239,10 @@ def row(res):
         note = " ".join(w["failed"][:4]) + (" ..." if len(w["failed"]) > 4 else "")
     if w and w.get("exit_checks"):
         note = (note + " " if note else "") + "; ".join(w["exit_checks"])
+    if w and (w.get("judge_ok") or w.get("judge_bad")):
+        note = (note + " " if note else "") + f"[judge: {w['judge_ok']} equal, {len(w['judge_bad'])} differ]"
+        if w["judge_bad"]:
+            note += " " + w["judge_bad"][0]
     if w and w["walship_log_lines"]:
         note = (note + " " if note else "") + f"[{w['walship_log_lines']} walship log lines]"
     return (f"{res['file']:<20} {describe(p):>16} {describe(w):>16} {fmt_secs(p):>8} "
