@@ -144,6 +144,9 @@ pub struct Tail {
     /// this process started, if it started the current one and nothing else happened to the
     /// WAL since. A reopen whose database file is untouched continues from it.
     born: Option<WalHeader>,
+    /// While nothing is tracked: something changed the file outside the WAL (a rollback
+    /// journal), so whatever position the shipper establishes next may predate it.
+    unseen: Option<String>,
 }
 
 impl Tail {
@@ -162,6 +165,7 @@ impl Tail {
             frames: 0,
             staged_len: 0,
             born: None,
+            unseen: None,
         }
     }
 
@@ -211,7 +215,9 @@ impl Tail {
             _ => pos,
         };
         self.pos = Some(pos);
-        self.lost = None;
+        // A change outside the WAL while the position was being established: it may be newer
+        // than the image the position comes from, so the position is not proven.
+        self.lost = self.unseen.take();
         self.born = None;
     }
 
@@ -220,11 +226,15 @@ impl Tail {
         self.clear_pending();
         self.pos = None;
         self.lost = None;
+        self.unseen = None;
     }
 
     /// Continuity can no longer be proven (said once per loss).
     pub fn lose(&mut self, why: impl Into<String>) {
-        if self.pos.is_some() && self.lost.is_none() {
+        if self.pos.is_none() {
+            self.born = None;
+            self.unseen.get_or_insert_with(|| why.into());
+        } else if self.lost.is_none() {
             self.lost = Some(why.into());
         }
     }

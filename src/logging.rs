@@ -52,7 +52,10 @@ impl Log for Logger {
         // One write per line, so lines from different threads do not interleave.
         if let Some(f) = LOG_FILE.as_ref() {
             use std::io::Write as _;
-            let _ = f.lock().unwrap_or_else(|p| p.into_inner()).write_all(line.as_bytes());
+            let _ = f
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .write_all(line.as_bytes());
             return;
         }
         let _ = if STDOUT.load(Ordering::Relaxed) {

@@ -95,7 +95,9 @@ mod lz4frame;
 #[cfg(test)]
 mod tests;
 
-pub use checksum::{checksum_flag, crc64, database_checksum, page_checksum, DbChecksum};
+pub use checksum::{
+    checksum_flag, crc64, database_checksum, page_checksum, zero_page_checksum, DbChecksum,
+};
 pub use decoder::{decode, Decoded, Decoder};
 pub use encoder::Encoder;
 
