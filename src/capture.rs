@@ -46,26 +46,61 @@ pub enum Position {
     Wal(WalPos),
 }
 
-/// Identity of a file: any write to it changes one of these. `stat` only: never opens the
-/// file (closing a descriptor would drop the app's POSIX locks).
+/// Identity of a file: any write to it changes one of these — unless it lands within the
+/// file system's timestamp granularity (a clock tick, milliseconds) of the last one. So, as
+/// git does for its index, a stamp taken while the mtime is that recent is `racy`: it still
+/// tells a change apart, but it never proves that nothing changed. `stat` only: never opens
+/// the file (closing a descriptor would drop the app's POSIX locks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileStamp {
     pub ino: u64,
     pub size: u64,
     pub mtime_s: i64,
     pub mtime_ns: i64,
+    /// The inode's change time: unlike the mtime, no program can set it back (a copy that
+    /// preserves the mtime, as Tcl's `file copy` does, still moves it).
+    pub ctime_s: i64,
+    pub ctime_ns: i64,
+    pub racy: bool,
 }
+
+/// How recent an mtime makes a stamp racy.
+const RACY_MS: i64 = 100;
 
 impl FileStamp {
     pub fn of(path: &Path) -> Option<FileStamp> {
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::metadata(path).ok()?;
+        let ms = |s: i64, ns: i64| s * 1000 + ns / 1_000_000;
+        let newest = ms(m.mtime(), m.mtime_nsec()).max(ms(m.ctime(), m.ctime_nsec()));
         Some(FileStamp {
             ino: m.ino(),
             size: m.size(),
             mtime_s: m.mtime(),
             mtime_ns: m.mtime_nsec(),
+            ctime_s: m.ctime(),
+            ctime_ns: m.ctime_nsec(),
+            racy: crate::clock::now_ms() - newest < RACY_MS,
         })
+    }
+
+    /// Same inode, size, mtime and ctime (whether either stamp is racy or not).
+    pub fn same(&self, o: &FileStamp) -> bool {
+        let k = |s: &FileStamp| (s.ino, s.size, s.mtime_s, s.mtime_ns, s.ctime_s, s.ctime_ns);
+        k(self) == k(o)
+    }
+
+    /// True when `now` proves the file unchanged since `self` was taken.
+    pub fn proves(&self, now: &FileStamp) -> bool {
+        !self.racy && self.same(now)
+    }
+}
+
+fn same_stamp(a: &Option<FileStamp>, b: &Option<FileStamp>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.same(b),
+        (None, None) => true,
+        _ => false,
     }
 }
 
@@ -208,7 +243,8 @@ impl Tail {
         // (nothing else touched the WAL since, and the file is unchanged): continue from it.
         let pos = match (pos, self.born) {
             (Position::File { stamp, .. }, Some(h))
-                if stamp.is_some() && FileStamp::of(Path::new(&self.db_path)) == stamp =>
+                if stamp.is_some()
+                    && same_stamp(&FileStamp::of(Path::new(&self.db_path)), &stamp) =>
             {
                 Position::Wal(WalPos::start(&h))
             }
@@ -319,7 +355,7 @@ impl Tail {
 
     /// At `Position::File`: the file must still be the one the position proved.
     fn check_file(&mut self, counter: u32, stamp: Option<FileStamp>) {
-        if FileStamp::of(Path::new(&self.db_path)) != stamp {
+        if !same_stamp(&FileStamp::of(Path::new(&self.db_path)), &stamp) {
             return self.lose(
                 "the database file was written by a connection walship did not see (a checkpoint \
                  or a rollback-journal transaction)",

@@ -140,6 +140,7 @@ fn try_take(db_path: &str, work_dir: &Path, name: &str) -> Result<Option<Image>,
         Err(e) => return Err(io("open WAL")(e)),
     };
     let before = wal_header(wal.as_ref());
+    let stamp_before = crate::capture::FileStamp::of(Path::new(db_path));
     let stat_before = stat_key(db_path);
     let db = OsFile::open(db_path, false)
         .map_err(io("open database"))?
@@ -257,12 +258,7 @@ fn try_take(db_path: &str, work_dir: &Path, name: &str) -> Result<Option<Image>,
                 }
                 _ => Position::File {
                     counter,
-                    stamp: stat_before.map(|s| crate::capture::FileStamp {
-                        ino: s.3,
-                        size: s.2,
-                        mtime_s: s.0,
-                        mtime_ns: s.1,
-                    }),
+                    stamp: stamp_before,
                 },
             };
             (position, size)

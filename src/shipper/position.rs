@@ -99,9 +99,11 @@ impl Shipper {
             .as_ref()
             .and_then(|f| wal_reader::header(f).ok().flatten());
         let born = self.shared.tail().born();
-        // The file is byte for byte the one the position recorded (any write changes its stamp).
+        // The file is byte for byte the one the position recorded: its stamp proves it (a racy
+        // stamp, taken within a clock tick of a write, proves nothing: see `FileStamp`).
         let untouched = |stamp: &Option<state::FileId>| {
-            stamp.is_some() && *stamp == state::file_id(std::path::Path::new(&self.s.db_path))
+            let now = state::file_id(std::path::Path::new(&self.s.db_path));
+            matches!((stamp, now), (Some(s), Some(n)) if s.proves(&n))
         };
         let proven = match st.position {
             Some(Position::Wal(p)) => wal

@@ -39,14 +39,30 @@ pub struct LocalState {
     pub position: Option<Position>,
 }
 
+fn stamp_text(c: &FileStamp) -> String {
+    format!(
+        "{} {} {} {} {} {} {}",
+        c.ino, c.size, c.mtime_s, c.mtime_ns, c.ctime_s, c.ctime_ns, c.racy as u8
+    )
+}
+
+fn parse_stamp(v: &[i64]) -> Option<FileStamp> {
+    (v.len() == 7).then(|| FileStamp {
+        ino: v[0] as u64,
+        size: v[1] as u64,
+        mtime_s: v[2],
+        mtime_ns: v[3],
+        ctime_s: v[4],
+        ctime_ns: v[5],
+        racy: v[6] != 0,
+    })
+}
+
 fn position_text(p: &Option<Position>) -> String {
     match p {
         None => "-".into(),
         Some(Position::File { counter, stamp }) => match stamp {
-            Some(c) => format!(
-                "file {counter} {} {} {} {}",
-                c.ino, c.size, c.mtime_s, c.mtime_ns
-            ),
+            Some(c) => format!("file {counter} {}", stamp_text(c)),
             None => format!("file {counter}"),
         },
         Some(Position::Wal(w)) => format!(
@@ -62,12 +78,7 @@ fn parse_position(line: &str) -> Option<Position> {
         "file" => {
             let counter = it.next()?.parse().ok()?;
             let v: Vec<i64> = it.filter_map(|x| x.parse().ok()).collect();
-            let stamp = (v.len() == 4).then(|| FileStamp {
-                ino: v[0] as u64,
-                size: v[1] as u64,
-                mtime_s: v[2],
-                mtime_ns: v[3],
-            });
+            let stamp = parse_stamp(&v);
             Some(Position::File { counter, stamp })
         }
         "wal" => {
@@ -93,7 +104,7 @@ const SUMS: &str = "page-checksums";
 impl LocalState {
     pub fn save(&self, dir: &Path) {
         let clean = match self.clean {
-            Some(c) => format!("{} {} {} {}", c.ino, c.size, c.mtime_s, c.mtime_ns),
+            Some(c) => stamp_text(&c),
             None => "-".into(),
         };
         let text = format!(
@@ -122,12 +133,7 @@ impl LocalState {
             .split(' ')
             .filter_map(|v| v.parse().ok())
             .collect();
-        let clean = (c.len() == 4).then(|| FileId {
-            ino: c[0] as u64,
-            size: c[1] as u64,
-            mtime_s: c[2],
-            mtime_ns: c[3],
-        });
+        let clean = parse_stamp(&c);
         let position = l.next().and_then(parse_position);
         Some(LocalState {
             replica,
@@ -221,6 +227,9 @@ mod tests {
                 size: 1024,
                 mtime_s: 5,
                 mtime_ns: 6,
+                ctime_s: 8,
+                ctime_ns: 9,
+                racy: false,
             }),
             position: Some(Position::Wal(WalPos {
                 salt1: 1,
@@ -256,6 +265,9 @@ mod tests {
                     size: 2,
                     mtime_s: 3,
                     mtime_ns: 4,
+                    ctime_s: 5,
+                    ctime_ns: 6,
+                    racy: true,
                 }),
             }),
             clean: None,

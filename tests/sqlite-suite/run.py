@@ -313,7 +313,15 @@ def main():
     print(f"  {HEADER}")
     for res in results:
         print(f"  {row(res)}")
-    bad = [x for x in results if x["verdict"] in ("FAIL", "SLOW")]
+    # SQLITE_SUITE_SLOW=report (CI, for now): a slowdown is printed but does not fail the run;
+    # a failure or a judge mismatch always does. The slowdowns come from a shipper started and
+    # stopped at every open and close (issue 11's shared shipper pool is the fix).
+    gating = ("FAIL",) if os.environ.get("SQLITE_SUITE_SLOW") == "report" else ("FAIL", "SLOW")
+    slow_reported = [x for x in results if x["verdict"] == "SLOW" and "SLOW" not in gating]
+    bad = [x for x in results if x["verdict"] in gating]
+    for x in slow_reported:
+        print(f"  {x['file']}: SLOW (reported, not failing: SQLITE_SUITE_SLOW=report): "
+              f"{x['walship']['log']}")
     skipped = [x for x in results if x["verdict"] == "plain-fails"]
     for x in bad:
         w = x["walship"]
