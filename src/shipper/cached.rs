@@ -159,31 +159,30 @@ impl Storage for Cached {
     ) -> Result<u64, StorageError> {
         let room = self.local_bytes.load(Ordering::Relaxed) < MAX_LOCAL_BYTES;
         let size = if level == 0 && room {
-            let mut bytes = Vec::new();
-            src.read_to_end(&mut bytes)
-                .map_err(|source| StorageError::Io {
-                    op: "read",
-                    object: format!("level-0 file {min_txid:016x}-{max_txid:016x}"),
-                    source,
-                    hint: None,
-                })?;
-            let r = self.inner.put(
-                level,
-                min_txid,
-                max_txid,
-                timestamp_ms,
-                &mut bytes.as_slice(),
-            );
-            let size = self.note(self.count(Op::Put, r, |n| *n))?;
-            // Best effort: without the copy, compaction reads the file from storage.
-            if fs::create_dir_all(&self.dir)
-                .and_then(|_| fs::write(self.local(min_txid, max_txid), &bytes))
-                .is_ok()
-            {
-                self.local_bytes
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            // The local copy is written while storage reads the file (a tee), so memory never
+            // holds the file however large it is. Best effort: without the copy, compaction
+            // reads the file from storage.
+            let local = self.local(min_txid, max_txid);
+            let tmp = local.with_extension("tmp");
+            let copy = fs::create_dir_all(&self.dir)
+                .and_then(|_| fs::File::create(&tmp))
+                .ok();
+            let mut tee = Tee {
+                src,
+                copy,
+                written: 0,
+            };
+            let r = self
+                .inner
+                .put(level, min_txid, max_txid, timestamp_ms, &mut tee);
+            let (copied, written) = (tee.copy.is_some(), tee.written);
+            let size = self.note(self.count(Op::Put, r, |n| *n));
+            if copied && size.is_ok() && fs::rename(&tmp, &local).is_ok() {
+                self.local_bytes.fetch_add(written, Ordering::Relaxed);
+            } else {
+                let _ = fs::remove_file(&tmp);
             }
-            size
+            size?
         } else {
             let r = self.inner.put(level, min_txid, max_txid, timestamp_ms, src);
             self.note(self.count(Op::Put, r, |n| *n))?
@@ -266,6 +265,29 @@ impl Storage for Cached {
     fn delete_named_if(&self, name: &str, tag: &str) -> Result<(), StorageError> {
         let r = self.inner.delete_named_if(name, tag);
         self.count(Op::Delete, r, |_| 0)
+    }
+}
+
+/// A reader that also writes what it reads to a local file; a failed write drops the copy (and
+/// never the read).
+struct Tee<'a> {
+    src: &'a mut dyn Read,
+    copy: Option<fs::File>,
+    written: u64,
+}
+
+impl Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.src.read(buf)?;
+        if let Some(f) = self.copy.as_mut() {
+            use std::io::Write;
+            if f.write_all(&buf[..n]).is_ok() {
+                self.written += n as u64;
+            } else {
+                self.copy = None;
+            }
+        }
+        Ok(n)
     }
 }
 
