@@ -382,14 +382,40 @@ impl Tail {
 
     /// Before SQLite restarts, truncates or deletes the WAL (app thread): read every committed
     /// frame, and copy what is still pending out of the WAL.
-    pub fn guard(&mut self) {
+    ///
+    ///
+    /// How far is committed: the newest wal-index header seen for this generation — now, or
+    /// as this process last saw it (at its last write lock or unlock, or just before it unmapped
+    /// the wal-index: a restart or TRUNCATE checkpoint resets it first, a closing connection
+    /// unmaps it before deleting the WAL); with none (EXCLUSIVE mode), the end of the valid
+    /// chain. Valid commit frames past that point are either a commit SQLite reported failed
+    /// (the judge caught one in wal2.test) or commits nobody here saw the wal-index show: the
+    /// two cannot be told apart, so the position is lost and a resync reads the truth.
+    pub fn guard(&mut self, now: Option<ShmHeader>, seen: Option<ShmHeader>) {
         self.born = None;
-        if self.pos.is_none() || self.lost.is_some() {
+        let Some(Position::Wal(p)) = self.pos.filter(|_| self.lost.is_none()) else {
+            if self.pos.is_some() && self.lost.is_none() {
+                self.advance(None); // File: the checks only
+            }
             return;
+        };
+        let shm = [now, seen]
+            .into_iter()
+            .flatten()
+            .filter(|s| s.is_init && s.salts() == p.salts())
+            .max_by_key(|s| s.mx_frame);
+        self.advance(shm);
+        if let (Some(_), Some(Position::Wal(end)), None) = (shm, self.pos, &self.lost) {
+            let beyond = self.open_wal().ok().flatten().map(|w| {
+                wal_reader::read_committed(&w, &end, None, |_, _| {}).map(|e| e.frame > end.frame)
+            });
+            if let Some(Ok(true)) = beyond {
+                self.lose(
+                    "the WAL holds commit frames past the wal-index's last commit (a commit \
+                     SQLite reported failed, or commits this process never saw)",
+                );
+            }
         }
-        // The restarting writer has already reset the wal-index (mxFrame 0, new salts): read
-        // the old generation to the end of its valid chain.
-        self.advance(None);
         if self.lost.is_none() {
             if let Err(e) = self.stage_live() {
                 self.lose(format!(
@@ -587,6 +613,9 @@ pub struct Shared {
     /// The process that opened the database (a forked child neither guards nor stages: its
     /// parent ships, and sees the child's restarts as another writer's).
     pid: u32,
+    /// The wal-index header as this process last saw it (write lock and unlock, commit, and
+    /// just before unmapping): how far the guards may read (see `Tail::guard`).
+    seen: Mutex<Option<ShmHeader>>,
 }
 
 impl Shared {
@@ -595,6 +624,7 @@ impl Shared {
             tail: Mutex::new(Tail::new(db_path, work_dir)),
             shm: Mutex::new((0, 0)),
             pid: std::process::id(),
+            seen: Mutex::new(None),
         }
     }
 
@@ -621,6 +651,17 @@ impl Shared {
             g.0 = 0;
         }
         unmap()
+    }
+
+    /// Records a wal-index header this process read (`None` changes nothing).
+    pub fn saw(&self, shm: Option<ShmHeader>) {
+        if let Some(h) = shm.filter(|h| h.is_init) {
+            *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(h);
+        }
+    }
+
+    pub fn seen(&self) -> Option<ShmHeader> {
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The wal-index header, read while the region cannot be unmapped.

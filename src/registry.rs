@@ -291,8 +291,9 @@ impl Db {
             return Guarded(None);
         }
         trace!(&self.path, "GUARD {what}");
+        let (now, seen) = (self.shared.shm_header(), self.shared.seen());
         let mut t = self.shared.tail();
-        t.guard();
+        t.guard(now, seen);
         Guarded(Some(t))
     }
 
@@ -341,13 +342,20 @@ impl Db {
         }
     }
 
+    /// W+: what is committed now is what the guards may read up to in this transaction.
     pub fn write_lock(&self, shm: Option<ShmHeader>) {
         trace!(&self.path, "W+ {}", shm_fields(&shm));
+        if self.guarding() {
+            self.shared.saw(shm);
+        }
     }
 
     /// W-: a transaction (or a checkpoint) ended; `shm` read while the lock was still held.
     pub fn write_unlock(&self, shm: Option<ShmHeader>) {
         trace!(&self.path, "W- {}", shm_fields(&shm));
+        if self.guarding() {
+            self.shared.saw(shm);
+        }
         if let Some(ship) = &self.ship {
             ship.notify(shm.map(|s| s.mx_frame));
         }
@@ -356,6 +364,9 @@ impl Db {
     /// The commit's second phase (the only end-of-commit signal in EXCLUSIVE mode).
     pub fn commit_phase_two(&self, shm: Option<ShmHeader>) {
         trace!(&self.path, "PH2 {}", shm_fields(&shm));
+        if self.guarding() {
+            self.shared.saw(shm);
+        }
         if let Some(ship) = &self.ship {
             ship.notify(shm.map(|s| s.mx_frame));
         }
@@ -367,7 +378,11 @@ impl Db {
     }
 
     /// A connection is unmapping: `unmap` runs under the lock, so no reader sees a dead region.
-    pub fn shm_detach<R>(&self, unmap: impl FnOnce() -> R) -> R {
+    /// `last` is the header just before (a closing connection unmaps before deleting the WAL).
+    pub fn shm_detach<R>(&self, last: Option<ShmHeader>, unmap: impl FnOnce() -> R) -> R {
+        if self.guarding() {
+            self.shared.saw(last);
+        }
         self.shared.shm_detach(unmap)
     }
 }

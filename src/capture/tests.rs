@@ -85,7 +85,7 @@ fn a_guarded_restart_stages_unshipped_frames_before_they_are_overwritten() {
     g.commit(&[(3, 3)]);
     f.write(&g);
     // The shipper read nothing yet; SQLite is about to restart the WAL.
-    t.guard();
+    t.guard(None, None);
     g.restart(9);
     g.commit(&[(1, 9), (2, 9), (3, 9)]); // overwrites frames 1..3 of the old generation
     f.write(&g);
@@ -149,7 +149,7 @@ fn an_emptied_wal_then_a_changed_file_or_an_unseen_header_loses_the_position() {
     t.start(Position::Wal(g.end));
     g.commit(&[(1, 1)]);
     f.write(&g);
-    t.guard();
+    t.guard(None, None);
     std::fs::write(format!("{}-wal", f.db), b"").unwrap();
     t.after_truncate(0);
     assert_eq!(
@@ -162,12 +162,12 @@ fn an_emptied_wal_then_a_changed_file_or_an_unseen_header_loses_the_position() {
     assert_eq!(ship(&mut t), BTreeMap::from([(1, 1)]));
     // A header written through the shim continues from the file.
     g.truncate(3);
-    t.guard();
+    t.guard(None, None);
     f.write(&g);
     t.after_header_write(&g.header_bytes());
     assert_eq!(t.position(), Some(Position::Wal(g.end)));
     // Emptied again; then a rollback-journal commit changes the file's counter.
-    t.guard();
+    t.guard(None, None);
     std::fs::remove_file(format!("{}-wal", f.db)).unwrap();
     t.after_emptied();
     let mut t2 = f.tail().with_counter_reader(|_| Ok(Some(2)));

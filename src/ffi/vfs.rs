@@ -311,7 +311,7 @@ unsafe extern "C" fn f_close(f: *mut sys::sqlite3_file) -> c_int {
         let s = unsafe { shim(f) };
         if !s.shm0.is_null() {
             if let Some(db) = db_of(s) {
-                db.shm_detach(|| ());
+                db.shm_detach(read_shm(s), || ());
             }
             s.shm0 = ptr::null_mut();
         }
@@ -426,7 +426,8 @@ unsafe extern "C" fn f_shm_unmap(f: *mut sys::sqlite3_file, delete: c_int) -> c_
         let mapped = std::mem::replace(&mut s.shm0, ptr::null_mut());
         match db_of(s) {
             Some(db) if !mapped.is_null() => {
-                db.shm_detach(|| lower_call!(s, xShmUnmap, sys::SQLITE_OK, delete))
+                let last = read_shm_at(mapped as usize);
+                db.shm_detach(last, || lower_call!(s, xShmUnmap, sys::SQLITE_OK, delete))
             }
             _ => lower_call!(s, xShmUnmap, sys::SQLITE_OK, delete),
         }

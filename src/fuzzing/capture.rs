@@ -158,7 +158,7 @@ pub fn capture_sequence(data: &[u8]) {
         if emptied && op % 8 <= 1 {
             // SQLite's next writer starts the WAL with a header, through the shim.
             salt2 += 1;
-            tail.guard();
+            tail.guard(None, None);
             g.truncate(salt2);
             write_wal(&g);
             tail.after_header_write(&g.header_bytes());
@@ -185,7 +185,7 @@ pub fn capture_sequence(data: &[u8]) {
             2 if !emptied => {
                 // A restart in this process: guarded.
                 salt2 += 1;
-                tail.guard();
+                tail.guard(None, None);
                 g.restart(salt2);
                 write_wal(&g);
                 tail.after_header_write(&g.header_bytes());
@@ -203,7 +203,7 @@ pub fn capture_sequence(data: &[u8]) {
             }
             4 if !emptied => {
                 // A TRUNCATE checkpoint in this process: guarded.
-                tail.guard();
+                tail.guard(None, None);
                 g.bytes.clear();
                 write_wal(&g);
                 tail.after_truncate(0);

@@ -31,7 +31,9 @@ impl Shipper {
             checksum: r.map(|r| r.checksum).unwrap_or(0),
             page_size: r.map(|r| r.page_size).unwrap_or(0),
             db_size: r.map(|r| r.db_size).unwrap_or(0),
-            clean,
+            // The database file as it is now: a WAL position proves only the frames, not a file
+            // replaced under them (a file-level restore of a backup).
+            clean: clean.or_else(|| state::file_id(std::path::Path::new(&self.s.db_path))),
             position: r.and_then(|r| r.position),
         }
     }
@@ -106,7 +108,7 @@ impl Shipper {
             matches!((stamp, now), (Some(s), Some(n)) if s.proves(&n))
         };
         let proven = match st.position {
-            Some(Position::Wal(p)) => wal
+            Some(Position::Wal(p)) if untouched(&st.clean) => wal
                 .as_ref()
                 .is_some_and(|f| wal_reader::holds(f, &p).unwrap_or(false))
                 .then_some(Position::Wal(p)),

@@ -37,7 +37,10 @@ def test_reopen_resumes_without_a_new_snapshot(built, work):
     first = app(work, cfg, "write-flush", 200)
     assert first.stderr.count("wrote snapshot") == 1
     second = app(work, cfg, "write-flush", 200)
-    assert "resuming" in second.stderr, second.stderr
+    # Resumed: at once when the file's stamp proves it untouched, else after comparing it page
+    # by page with the replica's record (a stamp taken within a clock tick of the last write
+    # proves nothing) — shipping at most the pages the app changed meanwhile. Never the database.
+    assert "resuming" in second.stderr or "resync at TXID" in second.stderr, second.stderr
     assert "wrote snapshot" not in second.stderr, "a clean reopen must not re-upload the database"
     assert last_json(second)["flush"] > last_json(first)["flush"]
     restored_equals_source(work, replica)
