@@ -3,14 +3,21 @@
 Records, at random points, the replica TXID returned by walship_flush() and the content hash
 of the database at that moment, so a test can restore any of those TXIDs and compare.
 
+With --foreign-proc, another process (foreign_writer.py: plain SQLite, no walship) commits and
+checkpoints at random points, one step at a time while the app waits, so every record is still
+the database's state at the TXID its flush returned. With --journal-switch, the app leaves WAL
+mode for DELETE or TRUNCATE for a few transactions (sometimes a VACUUM) and comes back.
+
 usage: workload.py EXT DB OUT_JSON --seed N --txns N --page-size N [--exclusive]
                    [--foreign-at I] [--journal-size-limit BYTES] [--psow0]
+                   [--foreign-proc] [--foreign-rate P] [--journal-switch] [--journal-modes M,...]
 """
 import argparse
 import json
 import os
 import random
 import sqlite3
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -27,6 +34,12 @@ ap.add_argument("--exclusive", action="store_true")
 ap.add_argument("--foreign-at", type=int, default=-1)
 ap.add_argument("--journal-size-limit", type=int, default=-1)
 ap.add_argument("--psow0", action="store_true", help="no powersafe overwrite: FULL commits pad the WAL")
+ap.add_argument("--foreign-proc", action="store_true",
+                help="another process (plain SQLite) commits and checkpoints in every mode at random points")
+ap.add_argument("--journal-switch", action="store_true",
+                help="switch WAL -> DELETE/TRUNCATE -> a few transactions -> WAL at random points")
+ap.add_argument("--journal-modes", default="DELETE,TRUNCATE", help="the rollback-journal modes to switch to")
+ap.add_argument("--foreign-rate", type=float, default=0.04, help="chance of a foreign step before each transaction")
 a = ap.parse_args()
 
 rng = random.Random(a.seed)
@@ -47,15 +60,19 @@ con.execute("CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, val) WITHOUT RO
 
 records = []
 counts = {}
+since = set()  # what walship could not follow since the last flush (foreign steps, journal modes)
 
 
 def count(op):
     counts[op] = counts.get(op, 0) + 1
+    if op.startswith(("foreign", "journal", "vacuum-rollback")):
+        since.add(op)
 
 
 def flush():
     txid = con.execute("SELECT walship_flush(60000)").fetchone()[0]
-    records.append({"txid": txid, "hash": hash_connection(con)})
+    records.append({"txid": txid, "hash": hash_connection(con), "after": sorted(since)})
+    since.clear()
 
 
 def rand_text():
@@ -66,7 +83,7 @@ def max_id():
     return con.execute("SELECT coalesce(max(id), 0) FROM t").fetchone()[0]
 
 
-for i in range(a.txns):
+def app_step(i):
     r = rng.random()
     if i == a.foreign_at and not a.exclusive:
         # A writer that bypasses walship: a plain connection on the OS VFS.
@@ -138,9 +155,85 @@ for i in range(a.txns):
     else:
         con.execute("INSERT INTO t(k, v) VALUES (?, ?)", (rng.randint(0, 1000), rand_text()))
         count("insert-autocommit")
+
+
+# The foreign writer: another process, plain SQLite (no walship), steered one step at a time.
+# Its choices come from their own generator, so the app's sequence is the same without it.
+xr = random.Random(a.seed * 7919 + 1)
+foreign = None
+if a.foreign_proc:
+    assert not a.exclusive, "no other process can open a database held in EXCLUSIVE locking mode"
+    foreign = subprocess.Popen(
+        [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "foreign_writer.py"), a.db],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+
+
+def foreign_do(cmd):
+    """One step of the foreign process; returns once it has committed and closed its connection."""
+    foreign.stdin.write(json.dumps(cmd) + "\n")
+    foreign.stdin.flush()
+    line = foreign.stdout.readline()
+    if not line:
+        raise SystemExit(f"the foreign writer died (exit {foreign.wait()})")
+    out = json.loads(line)
+    if "error" in out:
+        raise SystemExit(f"the foreign writer failed on {cmd}: {out['error']}")
+    return out
+
+
+def foreign_step():
+    kind = xr.choices(["write", "checkpoint", "write-checkpoint"], [5, 2, 3])[0]
+    if kind.startswith("write"):
+        out = foreign_do({"op": "write", "seed": xr.getrandbits(32)})
+        count(f"foreign-write-{out['journal_mode']}")
+    if kind.endswith("checkpoint"):
+        mode = xr.choice(["PASSIVE", "FULL", "RESTART", "TRUNCATE"])
+        out = foreign_do({"op": "checkpoint", "mode": mode})
+        busy = "-busy" if out["checkpoint"][0] else ""
+        outside = "" if out["journal_mode"] == "wal" else "-" + out["journal_mode"]
+        count(f"foreign-checkpoint-{mode}{busy}{outside}")
+
+
+# Journal-mode switches: WAL -> DELETE/TRUNCATE -> a few transactions -> WAL.
+journal_left = 0  # iterations left outside WAL mode
+
+
+def journal_mode(mode):
+    got = con.execute(f"PRAGMA journal_mode={mode}").fetchone()[0]
+    assert got == mode.lower(), f"journal_mode={mode} answered {got}"
+    count(f"journal-{mode}")
+
+
+for i in range(a.txns):
+    if a.journal_switch and journal_left == 0 and xr.random() < 0.004:
+        journal_mode(xr.choice(a.journal_modes.split(",")))
+        journal_left = xr.randint(1, 8)
+        if xr.random() < 0.3:
+            con.execute("VACUUM")  # rewrites the whole file through the rollback journal
+            count("vacuum-rollback-journal")
+    if foreign is not None and xr.random() < a.foreign_rate:
+        foreign_step()
+        if xr.random() < 0.3:
+            flush()
+    app_step(i)
+    if journal_left:
+        since.add("rollback-journal-transaction")
     if rng.random() < 0.03 or i == a.foreign_at:
         flush()
+    if journal_left:
+        journal_left -= 1
+        if journal_left == 0:
+            if xr.random() < 0.5:
+                flush()  # the replica from inside rollback-journal mode, recorded too
+            journal_mode("WAL")
 
+if journal_left:
+    journal_mode("WAL")
+if foreign is not None:
+    foreign.stdin.write(json.dumps({"op": "exit"}) + "\n")
+    foreign.stdin.close()
+    assert foreign.wait(timeout=60) == 0
 flush()
 con.close()
 loader.close()
