@@ -64,8 +64,9 @@ pub struct FileStamp {
     pub racy: bool,
 }
 
-/// How recent an mtime makes a stamp racy.
-const RACY_MS: i64 = 100;
+/// How recent an mtime or ctime makes a stamp racy: file systems with one-second timestamps
+/// (ext4 with 128-byte inodes, many network file systems) are covered too.
+const RACY_MS: i64 = 2000;
 
 impl FileStamp {
     pub fn of(path: &Path) -> Option<FileStamp> {

@@ -52,6 +52,9 @@ impl Shipper {
             Ok(i) => i,
             Err(e) => return note(&format!("skip {db} TXID {txid:016x}: no image ({e})")),
         };
+        if img.db_size == 0 {
+            return note(&format!("skip {db} TXID {txid:016x}: the database is empty"));
+        }
         if Some(img.position) != claimed {
             // Committed since (by anyone): not the state the replica claims. Not a verdict.
             return note(&format!(
