@@ -21,6 +21,24 @@ stdout (stderr carries walship's log). Connections are named so one process can 
         fork a child that opens its own walship connection and commits n rows (who='child'),
         closes it and exits, while the parent commits n rows (who='parent') on connection c;
         -> {"child_status": waitpid status or null if it hung, "parent_rows": n}
+  {"op": "hash", "c": "a"}                      -> {"hash": dbhash.py's content hash, read on c}
+  {"op": "rss", "sample": false}     -> {"VmHWM": kB, "VmRSS", "RssAnon", "RssFile", "RssShmem"} of
+        this process; "sample": true starts a thread that keeps each one's peak (-> "peak_<key>")
+  {"op": "threads", "writers": 4, "n": 50, "size": 200, "ms": 30000, "plain": 0, "ckpt_every": 0}
+        (test_capture_attacks2.py) `writers` threads, each with its own walship connection,
+        commit n one-row transactions (who='w<i>') while another thread on its own connection
+        calls walship_flush(ms) in a loop (`plain` more writers use the default VFS in this
+        process and checkpoint with RESTART every 10 commits); each flush records how many rows every writer had
+        committed before the call -> {"flushes": [{"before": [...], "flush"|"error": ...}], ...}
+  {"op": "close_flush_race", "c": "a", "delay": 0.001}
+        (test_capture_attacks2.py) one thread closes connection c (the last one) while another,
+        `delay` seconds later, opens a new walship connection, commits one row (who='racer')
+        and flushes -> {"flush"|"error": ..., "racer": connection name kept open as "racer"}
+  {"op": "flush_while_closed", "c": "a", "other": "b", "delay": 0.001}
+        (test_capture_attacks2.py) a thread runs walship_flush on c while this thread, `delay`
+        seconds later, closes connection `other` -> {"flush"|"error": ...}
+        (closing c itself while it runs a statement crashes CPython 3.11's sqlite3 module with
+        or without the extension, so that race cannot be driven from Python)
   {"op": "kill"}      SIGKILL this process at once (no reply, nothing closed)
   {"op": "exit"}      close every connection, reply, exit 0
 """
@@ -29,6 +47,7 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 import time
 import traceback
 
@@ -41,10 +60,146 @@ if mode == "walship":
 cons = {}
 
 
-def connect():
-    if mode == "walship":
-        return sqlite3.connect(f"file:{db}?vfs=walship", uri=True, isolation_level=None, timeout=30)
-    return sqlite3.connect(db, isolation_level=None, timeout=30)
+def connect(vfs=None, **kw):
+    """vfs=None: walship in MODE walship, the default VFS in MODE plain; "unix": the default
+    VFS even in a walship process (a connection that bypasses walship)."""
+    if mode == "walship" and vfs is None:
+        return sqlite3.connect(f"file:{db}?vfs=walship", uri=True, isolation_level=None, timeout=30, **kw)
+    if vfs is not None:
+        return sqlite3.connect(f"file:{db}?vfs={vfs}", uri=True, isolation_level=None, timeout=30, **kw)
+    return sqlite3.connect(db, isolation_level=None, timeout=30, **kw)
+
+
+RSS_KEYS = ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem")
+peaks = {}
+
+
+def rss():
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in RSS_KEYS:
+                out[k] = int(v.split()[0])
+    return out
+
+
+def sampler():
+    """Started by {"op": "rss", "sample": true}: the peak of each RSS kind, every 2 ms (VmHWM
+    alone does not say whether the peak was anonymous memory or mapped file pages)."""
+    while True:
+        for k, v in rss().items():
+            if v > peaks.get(k, 0):
+                peaks[k] = v
+        time.sleep(0.002)
+
+
+def flush_on(c, ms):
+    try:
+        return {"flush": c.execute("SELECT walship_flush(?)", (ms,)).fetchone()[0]}
+    except sqlite3.Error as e:
+        return {"error": str(e)}
+
+
+def threads_op(writers, n, size, ms, batch_pause, plain=0, ckpt_every=0):
+    """Writers 0..writers-1 use walship (and, with ckpt_every, run wal_checkpoint(RESTART or
+    TRUNCATE, alternately) after every ckpt_every-th commit); `plain` more (who='w<i>' too) use
+    the default VFS in this same process and run wal_checkpoint(RESTART) after every 10th."""
+    committed = [0] * (writers + plain)
+    errors = []
+    flushes = []
+    done = threading.Event()
+
+    def writer(i):
+        try:
+            c = connect("unix" if i >= writers else None, check_same_thread=False)
+            ensure_table(c)
+            for j in range(n):
+                c.execute("BEGIN IMMEDIATE")
+                c.execute("INSERT INTO t(who, v) VALUES (?, ?)", (f"w{i}", os.urandom(size)))
+                c.execute("COMMIT")
+                committed[i] += 1  # only after COMMIT returned
+                if i >= writers and j % 10 == 9:
+                    c.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                if i < writers and ckpt_every and j % ckpt_every == ckpt_every - 1:
+                    mode_ = "RESTART" if (j // ckpt_every) % 2 else "TRUNCATE"
+                    c.execute(f"PRAGMA wal_checkpoint({mode_})").fetchall()
+                if batch_pause:
+                    time.sleep(batch_pause)
+            c.close()
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"writer {i}: {type(e).__name__}: {e}")
+
+    def flusher():
+        try:
+            c = connect(check_same_thread=False)
+            while not done.is_set():
+                before = list(committed)
+                rec = flush_on(c, ms)
+                rec["before"] = before
+                flushes.append(rec)
+            c.close()
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"flusher: {type(e).__name__}: {e}")
+
+    ws = [threading.Thread(target=writer, args=(i,)) for i in range(writers + plain)]
+    f = threading.Thread(target=flusher)
+    f.start()
+    for w in ws:
+        w.start()
+    for w in ws:
+        w.join()
+    done.set()
+    f.join()
+    return {"flushes": flushes, "committed": committed, "errors": errors}
+
+
+def close_flush_race(name, delay, ms):
+    result = {}
+
+    def closer():
+        cons.pop(name).close()
+
+    def racer():
+        time.sleep(delay)
+        try:
+            c = connect(check_same_thread=False)
+            ensure_table(c)
+            c.execute("INSERT INTO t(who, v) VALUES ('racer', ?)", (os.urandom(100),))
+            result.update(flush_on(c, ms))
+            cons["racer"] = c
+        except Exception as e:  # noqa: BLE001
+            result["exception_in_racer"] = f"{type(e).__name__}: {e}"
+
+    a = threading.Thread(target=closer)
+    b = threading.Thread(target=racer)
+    a.start()
+    b.start()
+    a.join()
+    b.join()
+    return result
+
+
+def flush_while_closed(name, other, delay, ms):
+    c = cons[name]
+    closing = cons.pop(other)
+    result = {}
+
+    def flusher():
+        try:
+            result.update(flush_on(c, ms))
+        except Exception as e:  # noqa: BLE001
+            result["exception_in_flusher"] = f"{type(e).__name__}: {e}"
+
+    t = threading.Thread(target=flusher)
+    t.start()
+    time.sleep(delay)
+    try:
+        closing.close()
+    except Exception as e:  # noqa: BLE001
+        result["close_error"] = f"{type(e).__name__}: {e}"
+    t.join()
+    return result
 
 
 def ensure_table(c):
@@ -105,7 +260,7 @@ def handle(cmd):
     op = cmd["op"]
     name = cmd.get("c", "a")
     if op == "open":
-        c = connect()
+        c = connect(cmd.get("vfs"), check_same_thread=False)
         for p in cmd.get("pragmas", []):
             c.execute(f"PRAGMA {p}").fetchall()
         if cmd.get("table", True):
@@ -134,6 +289,23 @@ def handle(cmd):
         return {"ok": True}
     if op == "fork":
         return fork_writers(cons[name], cmd.get("n", 50), cmd.get("size", 200))
+    if op == "hash":
+        from dbhash import hash_connection
+        return {"hash": hash_connection(cons[name])}
+    if op == "rss":
+        if cmd.get("sample") and not peaks:
+            peaks.update(rss())
+            threading.Thread(target=sampler, daemon=True).start()
+        out = rss()
+        out.update({f"peak_{k}": v for k, v in peaks.items()})
+        return out
+    if op == "threads":
+        return threads_op(cmd.get("writers", 4), cmd.get("n", 50), cmd.get("size", 200), cmd.get("ms", 30000),
+                          cmd.get("pause", 0.0), cmd.get("plain", 0), cmd.get("ckpt_every", 0))
+    if op == "close_flush_race":
+        return close_flush_race(name, cmd.get("delay", 0.0), cmd.get("ms", 30000))
+    if op == "flush_while_closed":
+        return flush_while_closed(name, cmd["other"], cmd.get("delay", 0.0), cmd.get("ms", 30000))
     if op == "kill":
         sys.stdout.flush()
         os.kill(os.getpid(), signal.SIGKILL)
