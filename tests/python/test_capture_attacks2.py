@@ -801,10 +801,8 @@ def test_200mb_transaction_flush_then_kill_then_restore(built, work):
                                      f"db {summary(db)} restore {summary(out)}; {m}; {note_of(app, flushed, st)}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the app's peak RSS grows with the transaction: shipping one 200 MB transaction takes about "
-    "+215 MB of anonymous memory in the app's process (50 MB: +52 MB, 100 MB: +105 MB; file and S3 "
-    "replicas alike), while plain SQLite's peak grows ~2.5 MB"))
+# Failed before the level-0 copy for compaction became a tee (src/shipper/cached.rs): shipping
+# one 200 MB transaction took about +215 MB of anonymous memory in the app's process.
 def test_200mb_transaction_peak_rss_against_plain_sqlite(built, work):
     plain, *_, pm = run_big_txn(work / "plain", "plain")
     plain.p.kill()
@@ -1077,13 +1075,9 @@ def one_second_fs(tmp_path):
         run(["umount", "-l", str(mnt)], check=False)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an edit while the app is down that leaves the file's inode, size and mtime as they were is "
-    "never shipped: on a filesystem with 1 s timestamps (ext4 with 128-byte inodes; also FAT, "
-    "HFS+, or jiffy-granular mtimes on kernels before multigrain timestamps) any same-size edit "
-    "within the second of the clean close does that, as does a tool that restores mtime. The "
-    "reopen logs 'replica is current at TXID ... (the database file it was shipped from is "
-    "unchanged); resuming' and walship_flush answers the old TXID; the replica keeps the old row"))
+# Failed while a reopen trusted (inode, size, mtime): a same-size edit within the second of a
+# clean close on a one-second-timestamp file system, or a tool restoring the mtime, was never
+# shipped. Stamps now carry the ctime and are racy within 2 s of the last change.
 @pytest.mark.parametrize("how", ["1s-timestamps-fs", "mtime-restored"])
 def test_edit_while_down_that_keeps_inode_size_and_mtime(built, work, request, how):
     if how == "1s-timestamps-fs":
