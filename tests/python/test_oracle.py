@@ -100,7 +100,13 @@ def test_oracle(built, work, page_size, txns, exclusive, foreign_at, jsl, psow0,
         assert not [k for k in counts if k.endswith("-busy")], counts
         assert all(any(u in l for u in UNSEEN) for l in resyncs), resyncs
     else:
-        assert not resyncs, resyncs
+        # This process's own work never costs a resync — with one exception at first open: the
+        # first-open image can be read between the new database's creation and its switch to
+        # WAL (a rollback-journal commit by the app itself); the image then predates that
+        # commit, so the position is lost and the next TXID ships it. Only right after the
+        # first snapshot, and never more than once.
+        late = [l for l in resyncs if "resync at TXID 0000000000000002 " not in l]
+        assert not late and len(resyncs) <= 1, resyncs
     final = records[-1]
     assert final["hash"] == content_hash(db), "the workload's last record must be the database's state"
 
