@@ -549,9 +549,9 @@ def report(ctx, b, c, o, u, m, big, lim, elapsed):
         f"{b['plain_commit_s']:.1f} s); `walship_flush(120000)` returned TXID {b['txid']} {b['flush_s']:.1f} s "
         f"later; the process SIGKILLed itself at once and the restore ({b['restore_s']:.1f} s) "
         f"{'equalled' if b['equal'] else '**differed from**'} the database as SQLite recovered it."
-        + (" The extra RSS is the level-0 file: `src/shipper/cached.rs` `put` reads each level-0 file whole "
-           "into memory (`read_to_end`) to keep a local copy for compaction while its 256 MiB budget has room, "
-           "so peak RSS grows with the largest transaction (a file replica does the same)." if add > 16 else ""),
+        + (" The level-0 file itself is no longer held in memory (it is streamed to disk and copied for "
+           "compaction by a tee: before that fix this row read +321 MiB); what is left above the target is "
+           "not yet profiled." if add > 16 else ""),
         "",
         f"**Cycles.** (snapshots, resyncs) in walship_status() during each in-process cycle: {cyc_rep}; level-9 "
         f"objects in the replica afterwards: {c['snapshots']} (the first sync's). Uploads: in-process "

@@ -176,6 +176,9 @@ pub struct Tail {
     db_size: u32,
     frames: u64,
     staged_len: u64,
+    /// CRC-64 of each frame in the staging file, in file order: a staged frame is shipped only
+    /// if it is still the one copied (the staging file is a file like any other).
+    staged_crcs: Vec<u64>,
     /// While nothing is tracked (before the shipper established a position): the WAL generation
     /// this process started, if it started the current one and nothing else happened to the
     /// WAL since. A reopen whose database file is untouched continues from it.
@@ -200,6 +203,7 @@ impl Tail {
             db_size: 0,
             frames: 0,
             staged_len: 0,
+            staged_crcs: Vec::new(),
             born: None,
             unseen: None,
         }
@@ -287,6 +291,7 @@ impl Tail {
             }
             self.staged_len = 0;
         }
+        self.staged_crcs.clear();
     }
 
     fn open_wal(&self) -> io::Result<Option<File>> {
@@ -464,6 +469,7 @@ impl Tail {
                 }
                 out.write_all_at(&buf, self.staged_len)?;
                 self.staged_len += fsz as u64;
+                self.staged_crcs.push(crate::ltx::crc64(&buf));
             }
             s.source = Source::Staged { offset };
         }
@@ -570,6 +576,13 @@ impl Tail {
                     let off = offset + (r.frame - s.first) as u64 * fsz as u64;
                     let ok = st.read_full_at(&mut buf, off).map_err(lost)?;
                     after.copy_from_slice(&buf[..FRAME_HEADER_SIZE]);
+                    let slot = (off / fsz as u64) as usize;
+                    if ok && self.staged_crcs.get(slot) != Some(&crate::ltx::crc64(&buf)) {
+                        return Err(PageError::Lost(format!(
+                            "staged WAL frame {} changed on disk before walship shipped it",
+                            r.frame
+                        )));
+                    }
                     ok
                 }
                 _ => false,

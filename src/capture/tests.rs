@@ -31,20 +31,6 @@ impl Drop for Fixture {
     }
 }
 
-fn shm(g: &WalGen) -> ShmHeader {
-    let mut salt = [0u8; 8];
-    salt[..4].copy_from_slice(&g.header.salt1.to_be_bytes());
-    salt[4..].copy_from_slice(&g.header.salt2.to_be_bytes());
-    ShmHeader {
-        ichange: 0,
-        is_init: true,
-        page_size: Some(g.page_size),
-        mx_frame: g.mx,
-        n_page: g.db_size,
-        salt,
-    }
-}
-
 /// Ships what the tail holds: page → fill byte.
 fn ship(t: &mut Tail) -> BTreeMap<u32, u8> {
     let mut out = BTreeMap::new();
@@ -64,12 +50,12 @@ fn reads_to_the_wal_index_limit_and_ships_the_newest_image_of_each_page() {
     let mut t = f.tail();
     t.start(Position::Wal(g.end));
     g.commit(&[(1, 1), (2, 1)]);
-    let at_first = shm(&g);
+    let at_first = g.shm();
     g.commit(&[(2, 2), (3, 2)]);
     f.write(&g);
     t.advance(Some(at_first));
     assert_eq!(t.pending_frames(), 2, "only up to the wal-index's mxFrame");
-    t.advance(Some(shm(&g)));
+    t.advance(Some(g.shm()));
     assert_eq!(t.position(), Some(Position::Wal(g.end)));
     assert_eq!(ship(&mut t), BTreeMap::from([(1, 1), (2, 2), (3, 2)]));
     assert!(t.is_empty());
@@ -93,7 +79,7 @@ fn a_guarded_restart_stages_unshipped_frames_before_they_are_overwritten() {
     assert!(t.lost().is_none());
     // The old generation's pages come from the staging file, then the new ones from the WAL.
     assert_eq!(ship(&mut t), BTreeMap::from([(1, 1), (2, 1), (3, 3)]));
-    t.advance(Some(shm(&g)));
+    t.advance(Some(g.shm()));
     assert_eq!(ship(&mut t), BTreeMap::from([(1, 9), (2, 9), (3, 9)]));
     assert!(t.lost().is_none());
 }
@@ -107,7 +93,7 @@ fn an_unseen_restart_truncation_or_deletion_loses_the_position() {
         t.start(Position::Wal(g.end));
         g.commit(&[(1, 1)]);
         f.write(&g);
-        t.advance(Some(shm(&g)));
+        t.advance(Some(g.shm()));
         g.commit(&[(2, 2)]); // committed by another process, never read here
         match case {
             "restart" => g.restart(5),
@@ -132,7 +118,7 @@ fn frames_overwritten_after_they_were_read_are_not_shipped() {
     t.start(Position::Wal(g.end));
     g.commit(&[(1, 1), (2, 2)]);
     f.write(&g);
-    t.advance(Some(shm(&g)));
+    t.advance(Some(g.shm()));
     // Another process restarts and overwrites the frames before the shipper encodes them.
     g.restart(5);
     g.commit(&[(2, 7), (1, 7)]);
@@ -185,4 +171,25 @@ fn an_emptied_wal_then_a_changed_file_or_an_unseen_header_loses_the_position() {
         t.lost().is_some(),
         "an unseen WAL was taken as a continuation"
     );
+}
+
+#[test]
+fn a_staged_frame_changed_on_disk_is_not_shipped() {
+    let f = Fixture::new("staged-damage");
+    let mut g = WalGen::new(512, 1, 2);
+    let mut t = f.tail();
+    t.start(Position::Wal(g.end));
+    g.commit(&[(1, 1), (2, 2)]);
+    f.write(&g);
+    t.guard(None, None);
+    g.restart(9);
+    f.write(&g);
+    t.after_header_write(&g.header_bytes());
+    // One byte of a staged page flips before the shipper reads it.
+    let staged = f.dir.join("staged-frames");
+    let mut bytes = std::fs::read(&staged).unwrap();
+    bytes[FRAME_HEADER_SIZE + 100] ^= 1;
+    std::fs::write(&staged, bytes).unwrap();
+    let r = t.for_each_page(u32::MAX, |_, _| Ok(()));
+    assert!(matches!(r, Err(PageError::Lost(_))), "{r:?}");
 }

@@ -17,7 +17,6 @@ use std::path::PathBuf;
 
 use super::walgen::WalGen;
 use crate::capture::{Position, Tail};
-use crate::wal::ShmHeader;
 
 thread_local! {
     /// The database file's change counter, as the tail's counter reader sees it.
@@ -47,20 +46,6 @@ impl Input<'_> {
         (0..n)
             .map(|_| (1 + u32::from(self.u8() % 24), self.u8()))
             .collect()
-    }
-}
-
-fn shm(g: &WalGen) -> ShmHeader {
-    let mut salt = [0u8; 8];
-    salt[..4].copy_from_slice(&g.header.salt1.to_be_bytes());
-    salt[4..].copy_from_slice(&g.header.salt2.to_be_bytes());
-    ShmHeader {
-        ichange: 0,
-        is_init: true,
-        page_size: Some(g.page_size),
-        mx_frame: g.mx,
-        n_page: g.db_size,
-        salt,
     }
 }
 
@@ -116,7 +101,7 @@ pub fn capture_sequence(data: &[u8]) {
         } else {
             Position::Wal(g.end)
         };
-        tail.advance(Some(shm(g)));
+        tail.advance(Some(g.shm()));
         if let Some(why) = tail.lost() {
             assert!(may_lose, "a loss with nothing unseen: {why}");
             // The shipper resynchronises from an image: the replica becomes the database.
@@ -170,7 +155,7 @@ pub fn capture_sequence(data: &[u8]) {
                 g.commit(&pages);
                 write_wal(&g);
                 if input.u8() & 1 == 1 {
-                    tail.advance(Some(shm(&g)));
+                    tail.advance(Some(g.shm()));
                 }
             }
             1 => {

@@ -85,6 +85,21 @@ impl WalGen {
         self.open.clear();
     }
 
+    /// The wal-index header SQLite would show now (mxFrame at the last commit).
+    pub fn shm(&self) -> crate::wal::ShmHeader {
+        let mut salt = [0u8; 8];
+        salt[..4].copy_from_slice(&self.header.salt1.to_be_bytes());
+        salt[4..].copy_from_slice(&self.header.salt2.to_be_bytes());
+        crate::wal::ShmHeader {
+            ichange: 0,
+            is_init: true,
+            page_size: Some(self.page_size),
+            mx_frame: self.mx,
+            n_page: self.db_size,
+            salt,
+        }
+    }
+
     /// The header bytes now at offset 0.
     pub fn header_bytes(&self) -> Vec<u8> {
         self.bytes[..WAL_HEADER_SIZE].to_vec()

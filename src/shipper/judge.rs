@@ -53,7 +53,9 @@ impl Shipper {
             Err(e) => return note(&format!("skip {db} TXID {txid:016x}: no image ({e})")),
         };
         if img.db_size == 0 {
-            return note(&format!("skip {db} TXID {txid:016x}: the database is empty"));
+            return note(&format!(
+                "skip {db} TXID {txid:016x}: the database is empty"
+            ));
         }
         if Some(img.position) != claimed {
             // Committed since (by anyone): not the state the replica claims. Not a verdict.

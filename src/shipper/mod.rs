@@ -96,6 +96,7 @@ struct Shipper {
 }
 
 impl Shipper {
+    #[allow(clippy::too_many_arguments)] // the shared handles of `Handle::start`, once
     pub(super) fn new(
         s: Settings,
         storage: Box<dyn Storage>,
@@ -444,10 +445,7 @@ impl Shipper {
         if self.spooled > 0 {
             match self.drain_spool() {
                 Ok(()) => self.succeeded(),
-                Err(e) => {
-                    self.failed(e);
-                    return;
-                }
+                Err(e) => self.failed(e),
             }
         }
     }

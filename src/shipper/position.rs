@@ -315,13 +315,11 @@ impl Shipper {
         // full or read-only: `snapshot::take`), and in the temporary one if it fills up here.
         let mut tmp_path = img.path.with_extension("ltx.tmp");
         let mut encoded = encode::snapshot(img, txid, taken_at, &tmp_path);
-        if encoded.is_err() {
-            if tmp_path != self.fallback_path("snapshot.ltx.tmp") {
-                let fallback = self.fallback("snapshot.ltx.tmp");
-                let _ = std::fs::remove_file(&tmp_path);
-                tmp_path = fallback;
-                encoded = encode::snapshot(img, txid, taken_at, &tmp_path);
-            }
+        if encoded.is_err() && tmp_path != self.fallback_path("snapshot.ltx.tmp") {
+            let fallback = self.fallback("snapshot.ltx.tmp");
+            let _ = std::fs::remove_file(&tmp_path);
+            tmp_path = fallback;
+            encoded = encode::snapshot(img, txid, taken_at, &tmp_path);
         }
         let r = encoded.and_then(|mut f| {
             self.storage
