@@ -34,6 +34,13 @@ pub struct Db {
 /// cannot read between the guard and what follows it.
 pub struct Guarded<'a>(Option<std::sync::MutexGuard<'a, Tail>>);
 
+impl Guarded<'_> {
+    /// No guard was needed for this call.
+    pub fn none() -> Self {
+        Guarded(None)
+    }
+}
+
 static DBS: Lazy<Mutex<HashMap<String, Arc<Db>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
 static CONFIG: OnceCell<Option<Config>> = OnceCell::new();
 /// Replica → the database that ships to it, for this process's life.
@@ -307,8 +314,10 @@ impl Db {
     /// After a guarded truncation succeeded.
     pub fn wal_truncated(&self, mut g: Guarded<'_>, size: u64) {
         trace!(&self.path, "WAL-TRUNCATE size={size}");
-        if let Some(t) = g.0.as_mut() {
-            t.after_truncate(size);
+        match g.0.as_mut() {
+            Some(t) => t.after_truncate(size),
+            None if self.guarding() => self.shared.tail().after_truncate(size),
+            None => {}
         }
     }
 

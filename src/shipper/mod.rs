@@ -530,7 +530,6 @@ impl Shipper {
             return Err("no replica position".into());
         }
         let shm = self.shared.shm_header();
-        self.shared.saw(shm);
         let shared = self.shared.clone();
         let mut tail = shared.tail();
         let before = tail.position();
