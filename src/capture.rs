@@ -670,11 +670,7 @@ impl Shared {
     /// Records a wal-index header this process read (`None` changes nothing).
     pub fn saw(&self, shm: Option<ShmHeader>) {
         if let Some(h) = shm.filter(|h| h.is_init) {
-            let mut g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            // Within one generation, never backwards (two connections' calls may interleave).
-            if !g.is_some_and(|o| o.salts() == h.salts() && o.mx_frame > h.mx_frame) {
-                *g = Some(h);
-            }
+            *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(h);
         }
     }
 
