@@ -371,13 +371,15 @@ impl Db {
     }
 
     /// The commit's second phase (the only end-of-commit signal in EXCLUSIVE mode).
+    /// With a wal-index, W- just before said everything (the commit path does its work once);
+    /// without one (EXCLUSIVE mode) this is the only signal.
     pub fn commit_phase_two(&self, shm: Option<ShmHeader>) {
         trace!(&self.path, "PH2 {}", shm_fields(&shm));
-        if self.guarding() {
-            self.shared.saw(shm);
+        if shm.is_some() {
+            return;
         }
         if let Some(ship) = &self.ship {
-            ship.notify(shm.map(|s| s.mx_frame));
+            ship.notify(None);
         }
     }
 

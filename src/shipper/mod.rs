@@ -576,16 +576,11 @@ impl Shipper {
             notified.max(1)
         }
         .max(r.last_ts);
-        let mut path = self.scratch("level0.ltx.tmp");
-        let mut enc = encode::from_tail(&tail, &taken, txid, ts, &r.page_sums, &path);
-        if matches!(enc, Err(encode::Error::Local(_)))
-            && path != self.fallback_path("level0.ltx.tmp")
-        {
-            // A full or read-only directory: the system's temporary one instead (said once).
-            let _ = std::fs::remove_file(&path);
-            path = self.fallback("level0.ltx.tmp");
-            enc = encode::from_tail(&tail, &taken, txid, ts, &r.page_sums, &path);
-        }
+        let (path, enc) = self.encode_scratch(
+            "level0.ltx.tmp",
+            |e| matches!(e, encode::Error::Local(_)),
+            |p| encode::from_tail(&tail, &taken, txid, ts, &r.page_sums, p),
+        );
         let enc = match enc {
             Ok(e) => e,
             Err(encode::Error::Lost(why)) => {

@@ -225,11 +225,7 @@ impl Shipper {
             img.db_size, img.page_size
         );
         log::info!("{}: wrote {what}", self.s.db_path);
-        {
-            let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            st.snapshots += 1;
-            st.last_repair = Some(what);
-        }
+        self.note_repair(true, what);
         self.replica = Some(Replica {
             txid,
             checksum: img.checksum,
@@ -263,14 +259,11 @@ impl Shipper {
         }
         let txid = r.txid + 1;
         let ts = now_ms().max(r.last_ts);
-        let mut path = self.scratch("resync.ltx.tmp");
-        let mut enc = encode::from_image_diff(img, &changed, &r.page_sums, txid, ts, &path);
-        if enc.is_err() && path != self.fallback_path("resync.ltx.tmp") {
-            // A full or read-only directory: the system's temporary one instead.
-            let _ = std::fs::remove_file(&path);
-            path = self.fallback("resync.ltx.tmp");
-            enc = encode::from_image_diff(img, &changed, &r.page_sums, txid, ts, &path);
-        }
+        let (path, enc) = self.encode_scratch(
+            "resync.ltx.tmp",
+            |_| true,
+            |p| encode::from_image_diff(img, &changed, &r.page_sums, txid, ts, p),
+        );
         let enc = enc.map_err(|e| {
             let _ = std::fs::remove_file(&path);
             match e {
@@ -297,12 +290,19 @@ impl Shipper {
             enc.pages, img.db_size
         );
         log::info!("{}: {what}", self.s.db_path);
-        {
-            let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            st.resyncs += 1;
-            st.last_repair = Some(what);
-        }
+        self.note_repair(false, what);
         uploaded.map_err(Repair::Behind)
+    }
+
+    /// Counts a snapshot (`true`) or a resync in the status, with what it was.
+    fn note_repair(&self, snapshot: bool, what: String) {
+        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if snapshot {
+            st.snapshots += 1;
+        } else {
+            st.resyncs += 1;
+        }
+        st.last_repair = Some(what);
     }
 
     fn write_snapshot(

@@ -6,6 +6,27 @@ use super::Shipper;
 use crate::storage::Storage;
 
 impl Shipper {
+    /// Runs `encode` into the scratch file `name`, and once more in the system's temporary
+    /// directory when it fails in a way `local` calls local (a full or read-only directory).
+    pub(super) fn encode_scratch<T, E>(
+        &self,
+        name: &str,
+        local: impl Fn(&E) -> bool,
+        mut encode: impl FnMut(&std::path::Path) -> Result<T, E>,
+    ) -> (std::path::PathBuf, Result<T, E>) {
+        let path = self.scratch(name);
+        let r = encode(&path);
+        match &r {
+            Err(e) if local(e) && path != self.fallback_path(name) => {
+                let _ = std::fs::remove_file(&path);
+                let path = self.fallback(name);
+                let r = encode(&path);
+                (path, r)
+            }
+            _ => (path, r),
+        }
+    }
+
     /// Uploads the level-0 file at `path` (or spools it: storage down, or files waiting before
     /// it). Returns whether the file is kept (uploaded or spooled: the replica's TXID moves) and
     /// `Err` when it is not in storage yet.
