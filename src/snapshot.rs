@@ -2,14 +2,17 @@
 //!
 //! Owns reading the database file and its WAL (through the OS VFS, never `std::fs`, which would
 //! drop the app's POSIX locks) into a temporary image file beside the database. Never writes the
-//! database or the WAL, never takes a SQLite lock, never runs a checkpoint.
+//! database or the WAL, takes no lock but a WAL read lock (which blocks
+//! only WAL restarts), never runs a checkpoint.
 //!
 //! Why the image is exact: copy the db file, then overlay every frame of the WAL's committed
 //! prefix (up to its last commit frame M). During the copy a checkpoint can only backfill frames
 //! that are in that WAL (≤ M), and those are overlaid afterwards, so torn or newer pages never
 //! survive. This holds while the WAL was not restarted during the copy: a restart would let a
-//! checkpoint backfill frames we can no longer read. So the WAL header is compared before the
-//! copy and after the WAL scan (salt-1 grows on every restart), and the read is retried on change.
+//! checkpoint backfill frames we can no longer read. So the copy holds a WAL read lock, which
+//! keeps writers from restarting the WAL, and the WAL header is still compared before the copy
+//! and after the WAL scan (a restart already under way when the lock was taken, or EXCLUSIVE
+//! mode, where no lock is possible); the read is retried on change.
 //! With no WAL at all, the db file's stat must not change during the copy.
 
 use std::fs::{self, File};
@@ -132,6 +135,15 @@ fn try_take(db_path: &str, work_dir: &Path, name: &str) -> Result<Option<Image>,
         }
     };
     let wal_path = format!("{db_path}-wal");
+    let db = OsFile::open(db_path, false)
+        .map_err(io("open database"))?
+        .ok_or_else(|| SnapshotError::Invalid {
+            db: db_path.into(),
+            what: "database file does not exist".into(),
+        })?;
+    // With a WAL read lock held the WAL cannot restart during the copy, so a busy writer
+    // cannot make every try fail (without one, EXCLUSIVE mode, the header check retries).
+    let _held = db.hold_wal_reader(db_path).map_err(io("lock WAL for reading"))?;
     // The WAL through std::fs: SQLite takes no POSIX lock on it (only on the database and the
     // shm), so closing this descriptor releases nothing of the app's.
     let wal = match File::open(&wal_path) {
@@ -142,12 +154,6 @@ fn try_take(db_path: &str, work_dir: &Path, name: &str) -> Result<Option<Image>,
     let before = wal_header(wal.as_ref());
     let stamp_before = crate::capture::FileStamp::of(Path::new(db_path));
     let stat_before = stat_key(db_path);
-    let db = OsFile::open(db_path, false)
-        .map_err(io("open database"))?
-        .ok_or_else(|| SnapshotError::Invalid {
-            db: db_path.into(),
-            what: "database file does not exist".into(),
-        })?;
 
     fs::create_dir_all(work_dir).map_err(io("create work directory"))?;
     let path = work_dir.join(name);

@@ -3,7 +3,8 @@
 //! Why not `std::fs`: POSIX advisory locks belong to the process, and closing *any* descriptor
 //! of a file drops all of them, so a plain open/close of the database in the app's process would
 //! silently release the app's SQLite locks. The unix VFS knows this and defers such closes; going
-//! through it keeps the app's locks intact. Never writes, never locks.
+//! through it keeps the app's locks intact. Never writes; the one lock it takes is a WAL read
+//! lock (`hold_wal_reader`), which only keeps the WAL from restarting while it is held.
 
 use std::ffi::{c_int, CString};
 use std::io;
@@ -113,6 +114,83 @@ impl OsFile {
             _ => Err(io::Error::other(format!(
                 "read at {off} failed (SQLite error {rc})"
             ))),
+        }
+    }
+}
+
+/// SQLite's wal-index lock slots: `WAL_READ_LOCK(i)` is slot 3 + i, for readers 0..5.
+const WAL_READ_LOCK_1: c_int = 4;
+const WAL_NREADER: c_int = 5;
+/// The wal-index's first region, as SQLite maps it.
+const SHM_REGION: c_int = 32 * 1024;
+
+/// A shared lock on one of the WAL's read-lock slots 1..4, released on drop.
+///
+/// A writer restarts the WAL (rewinding it to frame 1 and, with `journal_size_limit` or a
+/// TRUNCATE checkpoint, shrinking it) only after taking every one of those slots exclusively, so
+/// while this is held the WAL only grows. That is all it is for: it claims no read mark and
+/// reads nothing through the wal-index.
+pub struct WalReadLock<'a> {
+    file: &'a OsFile,
+    slot: c_int,
+}
+
+impl OsFile {
+    /// Takes a WAL read lock through the OS VFS's wal-index of this database file (opened with
+    /// `wal == false`). `Ok(None)` when none can be had now: no `-shm` file (EXCLUSIVE locking
+    /// mode keeps the wal-index in memory), an empty one, or every slot held exclusively.
+    pub fn hold_wal_reader(&self, db_path: &str) -> io::Result<Option<WalReadLock<'_>>> {
+        // Mapping creates a missing -shm file; a database without one is not in shared WAL mode.
+        if std::fs::metadata(format!("{db_path}-shm")).map_or(true, |m| m.len() == 0) {
+            return Ok(None);
+        }
+        // SAFETY: the file is open; the methods table outlives it.
+        let m = unsafe { &*(*self.file).pMethods };
+        let (Some(map), Some(lock), Some(unmap)) = (m.xShmMap, m.xShmLock, m.xShmUnmap) else {
+            return Ok(None);
+        };
+        if m.iVersion < 2 {
+            return Ok(None);
+        }
+        let mut region: *mut std::ffi::c_void = ptr::null_mut();
+        // SAFETY: the file is open; xShmMap writes one pointer. bExtend=0 never grows the file.
+        let rc = unsafe { map(self.file, 0, SHM_REGION, 0, &mut region) };
+        if rc != sys::SQLITE_OK || region.is_null() {
+            // SAFETY: unmapping (without deleting) is valid whether or not the map succeeded.
+            unsafe { unmap(self.file, 0) };
+            return if rc == sys::SQLITE_OK || rc & 0xff == sys::SQLITE_READONLY {
+                Ok(None)
+            } else {
+                Err(io::Error::other(format!(
+                    "mapping the wal-index failed (SQLite error {rc})"
+                )))
+            };
+        }
+        for slot in WAL_READ_LOCK_1..WAL_READ_LOCK_1 + WAL_NREADER - 1 {
+            // SAFETY: the wal-index is mapped on this file; one slot, shared.
+            let rc = unsafe { lock(self.file, slot, 1, sys::SQLITE_SHM_LOCK | sys::SQLITE_SHM_SHARED) };
+            if rc == sys::SQLITE_OK {
+                return Ok(Some(WalReadLock { file: self, slot }));
+            }
+        }
+        // SAFETY: mapped above, no lock held.
+        unsafe { unmap(self.file, 0) };
+        Ok(None)
+    }
+}
+
+impl Drop for WalReadLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `hold_wal_reader` mapped the wal-index on this open file and took this slot
+        // shared; both are released exactly once here (unmapping never deletes the -shm file).
+        unsafe {
+            let m = &*(*self.file.file).pMethods;
+            if let Some(lock) = m.xShmLock {
+                lock(self.file.file, self.slot, 1, sys::SQLITE_SHM_UNLOCK | sys::SQLITE_SHM_SHARED);
+            }
+            if let Some(unmap) = m.xShmUnmap {
+                unmap(self.file.file, 0);
+            }
         }
     }
 }

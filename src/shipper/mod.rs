@@ -501,21 +501,27 @@ impl Shipper {
         }
         // Everything committed before the request is in the WAL (or already read): read it all.
         self.wake.notified.store(false, Ordering::Release);
-        if self.need_snapshot.is_some() && !self.snapshot()? {
-            return Ok(0);
-        }
-        self.ship_batch()?;
-        // Continuity was lost while reading: repair now, so the answer covers every commit.
-        if self.need_snapshot.is_some() {
-            if !self.snapshot()? {
-                return Ok(0);
+        // An image read from here on holds every commit made before the request, so once a
+        // repair has shipped one, a writer that breaks continuity again (another process
+        // restarting the WAL in a tight loop) cannot make the answer wrong, only later.
+        let mut repaired = false;
+        for _ in 0..2 {
+            if self.need_snapshot.is_some() {
+                let before = self.repairs();
+                if !self.snapshot()? {
+                    return Ok(0);
+                }
+                repaired |= self.repairs() > before;
             }
             self.ship_batch()?;
-            if let Some(why) = &self.need_snapshot {
-                return Err(format!(
-                    "the replica could not be brought up to date: {why}"
-                ));
+            if self.need_snapshot.is_none() || repaired {
+                break;
             }
+        }
+        if let (Some(why), false) = (&self.need_snapshot, repaired) {
+            return Err(format!(
+                "the replica could not be brought up to date: {why}"
+            ));
         }
         if self.spooled > 0 {
             self.drain_spool()?;

@@ -295,6 +295,12 @@ impl Shipper {
     }
 
     /// Counts a snapshot (`true`) or a resync in the status, with what it was.
+    /// Snapshots and resyncs written so far (each from an image read when it was written).
+    pub(super) fn repairs(&self) -> u64 {
+        let st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.snapshots + st.resyncs
+    }
+
     fn note_repair(&self, snapshot: bool, what: String) {
         let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
         if snapshot {

@@ -765,3 +765,64 @@ def test_reopen_cycles_with_operator_edits(built, work):
     assert flushed.get("flush"), flushed
     app.kill()
     assert_restore_equals(work, db, replica, note=f"flush {flushed}", flushed=flushed)
+
+
+# ---------------------------------------------------------------------------------------------
+# A snapshot racing a writer that restarts the WAL every few milliseconds (CI found it: a node
+# app committing in a tight loop on a 2-core machine never got its first snapshot, and kept
+# writing until the disk was full).
+
+HAMMER = r"""
+import sqlite3, sys, os
+con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+con.execute("PRAGMA wal_autocheckpoint=4")
+stop = sys.argv[2]
+n = 0
+while not os.path.exists(stop):
+    con.execute("BEGIN IMMEDIATE")
+    con.executemany("INSERT INTO t(who, v) VALUES ('hammer', randomblob(300))", [()] * 5)
+    con.execute("COMMIT")
+    n += 1
+    if n == 50:
+        open(stop + ".started", "w").close()
+con.close()
+"""
+
+
+def test_first_snapshot_under_a_writer_restarting_the_wal_constantly(built, work):
+    """A plain-SQLite process commits in a tight loop with wal_autocheckpoint=4, so the WAL
+    restarts every few commits, while a walship app opens a 120 MB database for the first time.
+    The snapshot must not depend on the writer pausing: the app's flush succeeds while the
+    writer keeps going, and the restore equals the database once it stops."""
+    db, replica, cfg = setup(work)
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT, v BLOB)")
+    con.execute("BEGIN")
+    con.executemany("INSERT INTO t(who, v) VALUES ('seed', randomblob(4000))", [()] * 30000)
+    con.execute("COMMIT")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    stop = work / "stop-hammer"
+    hammer = subprocess.Popen([SYS_PYTHON, "-c", HAMMER, str(db), str(stop)], cwd=work)
+    App.live.append(hammer)
+    try:
+        deadline = time.time() + 60
+        while not (work / "stop-hammer.started").exists():
+            assert hammer.poll() is None and time.time() < deadline, "the writer did not start"
+            time.sleep(0.01)
+        app = App(work, db, cfg)
+        app.do("open", table=False)
+        before = wal_salts(db)
+        flushed = app.flush(ms=90000, timeout=120)
+        assert flushed.get("flush"), f"{flushed}\n{app.walship_log()}"
+        assert wal_salts(db) != before, "the writer never restarted the WAL during the test"
+        assert hammer.poll() is None, "the writer stopped early"
+    finally:
+        stop.touch()
+        hammer.wait(timeout=60)
+    assert "kept changing" not in app.log_text()
+    flushed = app.flush()
+    assert flushed.get("flush"), flushed
+    app.kill()
+    assert_restore_equals(work, db, replica, flushed=flushed)

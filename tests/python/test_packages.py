@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import select
 import shutil
 import signal
 import sqlite3
@@ -181,7 +182,13 @@ def test_npm_flush_on_exit_sigterm(node_project, tmp_path):
     (app / "index.js").write_text(NODE_SIGTERM_APP)
     proc = popen(["node", "index.js"], host_env(), app)
     try:
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.poll() is not None else ""
+        # Bounded: an app that never sees its first sync must fail here, not write on until
+        # the disk is full (CI once did, when the first snapshot lost every race to the writer).
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        if not ready:
+            proc.kill()
+        line = proc.stdout.readline().strip() if ready else "(nothing in 120 s)"
+        assert line == "ready", (line, proc.stderr.read() if proc.poll() is not None else "")
         time.sleep(0.3)  # keep committing: these rows are not shipped yet (sync-interval 1s)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
