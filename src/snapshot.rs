@@ -21,7 +21,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::capture::Position;
+use crate::capture::{Position, Shared};
 use crate::ffi::osfile::OsFile;
 use crate::ltx;
 use crate::wal::{self, WalHeader};
@@ -88,8 +88,11 @@ impl SnapshotError {
 
 /// Reads a consistent image of `db_path` into a temporary file in `work_dir`, or, when that
 /// directory is full or read-only, in the system's temporary directory (said once).
-pub fn take(db_path: &str, work_dir: &Path) -> Result<Image, SnapshotError> {
-    match take_in(db_path, work_dir, "snapshot.tmp") {
+///
+/// `shared` (the app's side of this database, when the app has it open in this process) lets a
+/// retry hold a WAL read lock through the app's own wal-index mapping.
+pub fn take(db_path: &str, work_dir: &Path, shared: Option<&Shared>) -> Result<Image, SnapshotError> {
+    match take_in(db_path, work_dir, "snapshot.tmp", shared) {
         Err(e) if e.is_local_disk() => {
             let tmp = std::env::temp_dir();
             crate::logging::warn_once(&format!("snapshot {}", work_dir.display()), || {
@@ -103,16 +106,21 @@ pub fn take(db_path: &str, work_dir: &Path) -> Result<Image, SnapshotError> {
             static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let name = format!("walship-{}-{n}-snapshot.tmp", std::process::id());
-            take_in(db_path, &tmp, &name)
+            take_in(db_path, &tmp, &name, shared)
         }
         r => r,
     }
 }
 
-fn take_in(db_path: &str, dir: &Path, name: &str) -> Result<Image, SnapshotError> {
+fn take_in(
+    db_path: &str,
+    dir: &Path,
+    name: &str,
+    shared: Option<&Shared>,
+) -> Result<Image, SnapshotError> {
     const TRIES: u32 = 20;
     for attempt in 0..TRIES {
-        let got = try_take(db_path, dir, name, attempt > 0).inspect_err(|_| {
+        let got = try_take(db_path, dir, name, shared.filter(|_| attempt > 0)).inspect_err(|_| {
             let _ = fs::remove_file(dir.join(name)); // a partial image only takes space
         });
         if let Some(img) = got? {
@@ -131,7 +139,7 @@ fn try_take(
     db_path: &str,
     work_dir: &Path,
     name: &str,
-    lock: bool,
+    lock: Option<&Shared>,
 ) -> Result<Option<Image>, SnapshotError> {
     let io = |what: &'static str| {
         move |e: std::io::Error| SnapshotError::Io {
@@ -152,10 +160,11 @@ fn try_take(
     // Only once a try lost that race: the lock also makes the app's own RESTART and TRUNCATE
     // checkpoints report busy while it is held, which an app (or SQLite's own test suite, which
     // counts them) should only ever see when its writer is that busy.
-    let _held = if lock {
-        db.hold_wal_reader(db_path).map_err(io("lock WAL for reading"))?
-    } else {
-        None
+    // Mapping the wal-index is only safe while the app has it mapped: the first mapping in a
+    // system may truncate the -shm file (SQLite's dead-man switch), which SQLite's own tests see.
+    let _held = match lock.and_then(|s| s.while_mapped(|| db.hold_wal_reader(db_path))) {
+        Some(held) => held.map_err(io("lock WAL for reading"))?,
+        None => None,
     };
     // The WAL through std::fs: SQLite takes no POSIX lock on it (only on the database and the
     // shm), so closing this descriptor releases nothing of the app's.

@@ -67,6 +67,14 @@ impl Shared {
         *self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `f` while a connection of this process has the wal-index mapped (so that mapping
+    /// it again only adds a reference: it cannot create, reset or truncate the `-shm` file), or
+    /// returns `None`.
+    pub fn while_mapped<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
+        let g = self.shm.lock().unwrap_or_else(|e| e.into_inner());
+        (g.0 != 0).then(f)
+    }
+
     /// The wal-index header, read while the region cannot be unmapped.
     pub fn shm_header(&self) -> Option<ShmHeader> {
         let g = self.shm.lock().unwrap_or_else(|e| e.into_inner());
