@@ -535,7 +535,10 @@ fn files_downloaded_ahead_stay_within_the_byte_budget() {
         worst <= budget,
         "{worst} bytes were downloaded ahead of the applied file (budget {budget})"
     );
-    assert!(worst > 0, "nothing was downloaded ahead: the test proves nothing");
+    assert!(
+        worst > 0,
+        "nothing was downloaded ahead: the test proves nothing"
+    );
     assert!(std::fs::read(&out.0).unwrap() == h.image(200));
 }
 

@@ -304,7 +304,8 @@ impl Config {
     pub fn db_for(&self, path: &Path) -> Option<Cow<'_, DbConfig>> {
         let want = canonical_db_path(path);
         let entries = || self.dbs.iter();
-        if let Some(db) = entries().find(|d| d.dir.is_none() && canonical_db_path(&d.path) == want) {
+        if let Some(db) = entries().find(|d| d.dir.is_none() && canonical_db_path(&d.path) == want)
+        {
             return Some(Cow::Borrowed(db));
         }
         if let Some(db) = entries().find_map(|d| dir_entry_for(d, &want)) {

@@ -508,7 +508,8 @@ fn structural_errors() {
         msg.contains("dbs[0].pattern") && msg.contains("directory replication needs"),
         "{msg}"
     );
-    let msg = err("dbs:\n  - dir: /data\n    pattern: '[*.db'\n    replica:\n      url: file:///b\n");
+    let msg =
+        err("dbs:\n  - dir: /data\n    pattern: '[*.db'\n    replica:\n      url: file:///b\n");
     assert!(msg.contains("not a valid file-name pattern"), "{msg}");
     let msg = err("dbs:\n  - path: /a.db\n    dir: /data\n    pattern: '*.db'\n    replica:\n      url: file:///b\n");
     assert!(msg.contains("cannot set both `path` and `dir`"), "{msg}");
@@ -991,6 +992,11 @@ fn dir_entries_cover_matching_databases_under_the_directory() {
         "{:?}",
         deep.replica.kind
     );
-    assert_eq!(deep.path, root.join("t/sub/deep/x-1.sqlite").canonicalize().unwrap_or(root.join("t/sub/deep/x-1.sqlite")));
+    assert_eq!(
+        deep.path,
+        root.join("t/sub/deep/x-1.sqlite")
+            .canonicalize()
+            .unwrap_or(root.join("t/sub/deep/x-1.sqlite"))
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
