@@ -334,8 +334,12 @@ impl Db {
         trace!(&self.path, "WAL-OPEN header={header}");
     }
 
-    /// Traced only: the write itself is read back from the WAL later.
+    /// A write to the WAL past its header: read back from the WAL later; commit frames are
+    /// noted (see `Shared::wal_written`).
     pub fn wal_write(&self, offset: u64, data: &[u8]) {
+        if offset > 0 && self.guarding() {
+            self.shared.wal_written(offset, data);
+        }
         if TRACE.is_some() {
             let fields = if data.len() == crate::wal::FRAME_HEADER_SIZE {
                 let h = crate::wal::FrameHeader::parse(data);
@@ -377,6 +381,9 @@ impl Db {
         trace!(&self.path, "PH2 {}", shm_fields(&shm));
         if shm.is_some() {
             return;
+        }
+        if self.guarding() {
+            self.shared.commit_confirmed();
         }
         if let Some(ship) = &self.ship {
             ship.notify(None);

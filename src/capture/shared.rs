@@ -1,6 +1,7 @@
 //! What the app's threads and the shipper share for one database: the tail, the wal-index
 //! mapping (read only while it cannot be unmapped) and the newest wal-index header this process
-//! saw. Never blocks beyond an uncontended lock; never does I/O.
+//! saw, and without a wal-index, the last commit frame SQLite confirmed. Never blocks beyond an
+//! uncontended lock; never does I/O.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -19,6 +20,27 @@ pub struct Shared {
     /// The wal-index header as this process last saw it (write lock and unlock, commit, and
     /// just before unmapping): how far the guards may read (see `Tail::guard`).
     seen: Mutex<Option<ShmHeader>>,
+    /// Without a wal-index walship can read (EXCLUSIVE mode, or a VFS above walship that keeps
+    /// its own, such as SQLite's test VFS): the commit frame last written through the shim,
+    /// and the last one a successful commit confirmed (SQLite signals the end of a commit that
+    /// succeeded with COMMIT_PHASETWO; a failed one may leave a valid commit frame behind).
+    commits: Mutex<Commits>,
+}
+
+/// A commit frame written to the WAL through the shim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CommitFrame {
+    salts: (u32, u32),
+    offset: u64,
+    /// Its index, once the page written after the header gave the frame size.
+    frame: Option<u32>,
+    page_size: u32,
+}
+
+#[derive(Debug, Default)]
+struct Commits {
+    written: Option<CommitFrame>,
+    confirmed: Option<CommitFrame>,
 }
 
 impl Shared {
@@ -28,7 +50,98 @@ impl Shared {
             shm: Mutex::new((0, 0)),
             pid: std::process::id(),
             seen: Mutex::new(None),
+            commits: Mutex::new(Commits::default()),
         }
+    }
+
+    /// A frame header or a page was written to the WAL at `offset` (app thread, commit path:
+    /// a few comparisons). Only commit frames, and the page that follows one, are noted.
+    pub fn wal_written(&self, offset: u64, data: &[u8]) {
+        use crate::wal::{FrameHeader, FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
+        let mut c = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+        if data.len() == FRAME_HEADER_SIZE {
+            let h = FrameHeader::parse(data);
+            // SQLite only ever rewrites frames past the last commit; a write at or before the
+            // confirmed one means the WAL was replaced under this process (a restored copy):
+            // what follows is unconfirmed until the next commit is.
+            if let Some(cf) = c.confirmed {
+                let size = FRAME_HEADER_SIZE as u64 + cf.page_size as u64;
+                if (h.salt1, h.salt2) == cf.salts && offset <= cf.offset {
+                    let frame = offset
+                        .checked_sub(WAL_HEADER_SIZE as u64)
+                        .map(|at| at / size + 1)
+                        .and_then(|f| u32::try_from(f).ok());
+                    c.confirmed = match frame {
+                        Some(f) if f > 1 => Some(CommitFrame {
+                            offset: offset - size,
+                            frame: Some(f - 1),
+                            ..cf
+                        }),
+                        _ => None,
+                    };
+                }
+            }
+            if h.commit == 0 {
+                return;
+            }
+            // The same frame written again (SQLite rewrites the headers of a transaction's
+            // frames to fix their checksums) keeps the index its page gave it.
+            let (frame, page_size) = match c.written {
+                Some(w) if w.offset == offset => (w.frame, w.page_size),
+                _ => (None, 0),
+            };
+            c.written = Some(CommitFrame {
+                salts: (h.salt1, h.salt2),
+                offset,
+                frame,
+                page_size,
+            });
+        } else if let Some(w) = c
+            .written
+            .as_mut()
+            .filter(|w| w.frame.is_none() && offset == w.offset + FRAME_HEADER_SIZE as u64)
+        {
+            let size = (FRAME_HEADER_SIZE + data.len()) as u64;
+            if let Some(at) = w.offset.checked_sub(WAL_HEADER_SIZE as u64) {
+                if at % size == 0 {
+                    w.frame = u32::try_from(at / size + 1).ok();
+                    w.page_size = data.len() as u32;
+                }
+            }
+        }
+    }
+
+    /// SQLite confirmed a commit (COMMIT_PHASETWO without a wal-index): the commit frame last
+    /// written is committed.
+    pub fn commit_confirmed(&self) {
+        let mut c = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = c.written.filter(|w| w.frame.is_some()) {
+            c.confirmed = Some(w);
+        }
+    }
+
+    /// With no wal-index mapped: a header standing for the last confirmed commit of the WAL
+    /// generation this process last wrote a commit frame to (frame 0 when none of them was
+    /// confirmed), so that readers stop there: frames past it belong to a commit SQLite
+    /// reported failed (or one still being written).
+    fn confirmed_header(&self) -> Option<ShmHeader> {
+        let c = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+        let w = c.written?;
+        let mx_frame = match c.confirmed {
+            Some(cf) if cf.salts == w.salts => cf.frame?,
+            _ => 0,
+        };
+        let mut salt = [0u8; 8];
+        salt[..4].copy_from_slice(&w.salts.0.to_be_bytes());
+        salt[4..].copy_from_slice(&w.salts.1.to_be_bytes());
+        Some(ShmHeader {
+            ichange: 0,
+            is_init: true,
+            page_size: (w.page_size > 0).then_some(w.page_size),
+            mx_frame,
+            n_page: 0,
+            salt,
+        })
     }
 
     pub fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
@@ -75,11 +188,13 @@ impl Shared {
         (g.0 != 0).then(f)
     }
 
-    /// The wal-index header, read while the region cannot be unmapped.
+    /// The wal-index header, read while the region cannot be unmapped; with none mapped, the
+    /// last commit this process confirmed without one (see `commits`).
     pub fn shm_header(&self) -> Option<ShmHeader> {
         let g = self.shm.lock().unwrap_or_else(|e| e.into_inner());
         if g.0 == 0 {
-            None
+            drop(g);
+            self.confirmed_header()
         } else {
             crate::ffi::vfs::read_shm_at(g.0)
         }

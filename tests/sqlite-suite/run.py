@@ -132,6 +132,9 @@ class Runner:
                 env["WALSHIP_JUDGE"] = os.environ["WALSHIP_JUDGE"]
                 # Verdicts go to a file: one line per comparison ("ok ..." or "MISMATCH ...").
                 env["WALSHIP_JUDGE_LOG"] = os.path.join(d, "judge.log")
+            # WALSHIP_TRACE=1: one line per VFS call walship observes, in <run>/trace.log.
+            if os.environ.get("WALSHIP_TRACE"):
+                env["WALSHIP_TRACE"] = os.path.join(d, "trace.log")
         if self.user:
             for p in (d, work) + ((env["WALSHIP_REPLICA_URL"][7:],) if build == "walship" else ()):
                 os.chown(p, self.user.pw_uid, self.user.pw_gid)
