@@ -276,10 +276,7 @@ fn after_command(cfg: &Config, ext: &Path, run: &RunDir, program: &str, status: 
                 ),
                 _ => {}
             },
-            Err(e) => eprintln!(
-                "walship: {db}: shipping what {program} left unshipped failed: {e:#} (the next \
-                 process that opens it through walship ships it)"
-            ),
+            Err(e) => eprintln!("walship: {db}: the final sync after {program} ended: {e:#}"),
         }
     }
 }
