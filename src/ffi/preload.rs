@@ -5,7 +5,7 @@
 //!   through `LD_PRELOAD`: `sqlite3_open`, `sqlite3_open_v2` and `sqlite3_open16` are interposed.
 //!   Each call is forwarded unchanged to the function the caller would have bound to without
 //!   this library (the next definition in the global scope, else the one in the caller's own
-//!   scope, found from its return address: Python's `_sqlite3` keeps libsqlite3 out of the
+//!   scope, found by walking the call stack: Python's `_sqlite3` keeps libsqlite3 out of the
 //!   global scope). With `WALSHIP_PRELOAD` set, the first call also binds walship to that SQLite
 //!   library: an auto-extension, then a `:memory:` open through it that runs the extension's
 //!   entry point, then walship made the default VFS — all before the program's own open, so
@@ -138,25 +138,27 @@ fn preload_requested() -> bool {
 }
 
 /// The dynamic linker's own choice with this library left out: the next definition in the
-/// global scope, else the first in the calling object's scope (itself, then its dependencies).
+/// global scope, else the first in the scope (itself, then its dependencies) of the innermost
+/// caller on the stack that has one.
 fn resolve(name: &CStr) -> Option<*mut c_void> {
     // SAFETY: RTLD_NEXT lookup of a NUL-terminated name.
     let next = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
     if !next.is_null() {
         return Some(next);
     }
-    let caller = caller_object()?;
-    // SAFETY: RTLD_NOLOAD only returns a handle to an object already loaded (the caller, which
-    // is running); dlclose drops the reference this dlopen added.
-    unsafe {
-        let h = libc::dlopen(caller.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
-        if h.is_null() {
-            return None;
+    callers().into_iter().find_map(|caller| {
+        // SAFETY: RTLD_NOLOAD only returns a handle to an object already loaded (one on the
+        // call stack); dlclose drops the reference this dlopen added.
+        unsafe {
+            let h = libc::dlopen(caller.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
+            if h.is_null() {
+                return None;
+            }
+            let f = libc::dlsym(h, name.as_ptr());
+            libc::dlclose(h);
+            (!f.is_null() && object_of(f).map(|o| o.base) != Some(own_base())).then_some(f)
         }
-        let f = libc::dlsym(h, name.as_ptr());
-        libc::dlclose(h);
-        (!f.is_null() && object_of(f).map(|o| o.base) != Some(own_base())).then_some(f)
-    }
+    })
 }
 
 /// The loaded object holding `addr`: its base address and file name.
@@ -203,27 +205,39 @@ extern "C" {
 const URC_CONTINUE: c_int = 0;
 const URC_STOP: c_int = 5;
 
-/// File name of the first object on the call stack that is not this library: the program or
-/// module that called the interposed function.
-fn caller_object() -> Option<CString> {
+/// How many distinct objects `callers` reports.
+const MAX_CALLERS: usize = 8;
+
+/// File names of the objects on the call stack outside this library, innermost first: the
+/// program or module that called the interposed function (after the unwinder's own library, if
+/// it shows), then its callers.
+fn callers() -> Vec<CString> {
     extern "C" fn frame(ctx: *mut c_void, arg: *mut c_void) -> c_int {
-        // SAFETY: `arg` is the `Option<CString>` passed below, alive for the whole walk; `ctx`
-        // is the unwinder's context for this frame.
-        let (found, ip) = unsafe { (&mut *(arg as *mut Option<CString>), _Unwind_GetIP(ctx)) };
-        if ip == 0 {
-            return URC_CONTINUE;
-        }
-        // The return address may be one past the call, at the start of the next symbol.
-        match object_of((ip - 1) as *const c_void) {
-            Some(o) if o.base == own_base() => URC_CONTINUE,
-            Some(o) => {
-                *found = Some(o.name);
-                URC_STOP
+        let step = || {
+            // SAFETY: `arg` is the Vec passed below, alive for the whole walk; `ctx` is the
+            // unwinder's context for this frame.
+            let (found, ip) = unsafe { (&mut *(arg as *mut Vec<CString>), _Unwind_GetIP(ctx)) };
+            if ip == 0 {
+                return URC_CONTINUE;
             }
-            None => URC_STOP,
-        }
+            // The return address may be one past the call, at the start of the next symbol.
+            match object_of((ip - 1) as *const c_void) {
+                Some(o) if o.base == own_base() || found.contains(&o.name) => URC_CONTINUE,
+                Some(o) => {
+                    found.push(o.name);
+                    if found.len() < MAX_CALLERS {
+                        URC_CONTINUE
+                    } else {
+                        URC_STOP
+                    }
+                }
+                None => URC_STOP,
+            }
+        };
+        // Called from the unwinder (C): no panic may leave.
+        std::panic::catch_unwind(step).unwrap_or(URC_STOP)
     }
-    let mut found: Option<CString> = None;
+    let mut found: Vec<CString> = Vec::new();
     // SAFETY: the callback only touches `found` through `arg`, which outlives the call.
     unsafe { _Unwind_Backtrace(frame, &mut found as *mut _ as *mut c_void) };
     found
