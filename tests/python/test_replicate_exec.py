@@ -178,7 +178,12 @@ def test_python_sigterm_mid_write_ships_the_tail(built, tmp_path):
 
 def test_exit_code_signals_and_the_never_opened_report(built, tmp_path):
     app = make_app(tmp_path)
-    p = run_replicate(app, f"{SYS_PYTHON} -c 'import sys; print(\"hi there\"); sys.exit(7)'")
+    # Litestream's other spellings of the flags.
+    p = subprocess.run(
+        [str(WALSHIP), "replicate", "--config=litestream.yml", "--exec",
+         f"{SYS_PYTHON} -c 'import sys; print(\"hi there\"); sys.exit(7)'"],
+        cwd=app, env=host_env(), capture_output=True, text=True, timeout=60,
+    )
     assert (p.returncode, p.stdout) == (7, "hi there\n"), p
     # Said once, naming the config's database.
     assert p.stderr.count("without opening a database") == 1, p.stderr

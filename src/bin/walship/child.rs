@@ -175,8 +175,8 @@ fn forward(pid: libc::pid_t, shared: &Shared) {
     }
 }
 
-/// For the commands that print (`walship ltx URL | head`): a closed stdout ends walship quietly,
-/// as it does any Unix tool, instead of failing every later print (Rust ignores SIGPIPE).
+/// For the listing commands (`walship ltx URL | head`): a closed stdout ends walship quietly, as
+/// it does any Unix tool, instead of a panic at the next print (Rust ignores SIGPIPE).
 pub fn die_on_broken_pipe() {
     // SAFETY: restores the default disposition of SIGPIPE before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };

@@ -58,7 +58,11 @@ fn main() {
     // they run: this process's own SQLite calls stay out of it.
     std::env::remove_var("WALSHIP_PRELOAD");
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    if argv.first().map(String::as_str) != Some("replicate") {
+    // The listing commands, whose output is piped into `head` and the like.
+    if matches!(
+        argv.first().map(String::as_str),
+        Some("ltx" | "databases" | "status")
+    ) {
         child::die_on_broken_pipe();
     }
     std::process::exit(run(&argv));
