@@ -359,6 +359,15 @@ unsafe extern "C" fn on_open(
     })
 }
 
+/// Why walship could not start on an SQLite library.
+#[derive(Debug, thiserror::Error)]
+enum InitError {
+    #[error("walship already serves another SQLite library in this process")]
+    OtherLibrary,
+    #[error("the extension's entry point failed: {0}")]
+    EntryPoint(String),
+}
+
 /// Runs the extension's entry point for the library of `p_api`, unless walship serves another.
 ///
 /// # Safety
@@ -367,13 +376,13 @@ unsafe fn init(
     db: *mut sys::sqlite3,
     err: *mut *mut c_char,
     p_api: *const sys::sqlite3_api_routines,
-) -> Result<(), String> {
+) -> Result<(), InitError> {
     let mine = p_api as *mut sys::sqlite3_api_routines;
     if let Err(other) =
         ROUTINES.compare_exchange(ptr::null_mut(), mine, Ordering::AcqRel, Ordering::Acquire)
     {
         if other != mine {
-            return Err("walship already serves another SQLite library in this process".into());
+            return Err(InitError::OtherLibrary);
         }
     }
     // SAFETY: forwarded from SQLite's call.
@@ -381,7 +390,9 @@ unsafe fn init(
     if rc != sys::SQLITE_OK && rc != sys::SQLITE_OK_LOAD_PERMANENTLY {
         // SAFETY: the entry point leaves a message there or null.
         let msg = unsafe { err.as_ref().and_then(|p| c_str(*p)) };
-        return Err(msg.unwrap_or("error").to_string());
+        return Err(InitError::EntryPoint(
+            msg.unwrap_or("no message").to_string(),
+        ));
     }
     READY.store(true, Ordering::Release);
     Ok(())
@@ -453,7 +464,7 @@ pub unsafe extern "C" fn sqlite3_walship_exec_init(
         // SAFETY: SQLite's arguments, passed on.
         if let Err(e) = unsafe { init(db, pz_err, p_api) } {
             // SAFETY: pz_err is SQLite's out-pointer (possibly already set by the entry point).
-            unsafe { set_error(pz_err, &e) };
+            unsafe { set_error(pz_err, &e.to_string()) };
             return sys::SQLITE_ERROR;
         }
         // SAFETY: p_api is SQLite's routine table; on_open has the entry-point signature.
