@@ -16,7 +16,9 @@
   const EXT = process.env.WALSHIP_PRELOAD;
   if (!EXT) return;
   const Module = require('module');
-  const FLUSH_MS = Number(process.env.WALSHIP_EXEC_FLUSH_MS) || 30000;
+  // The config's shutdown-sync-timeout; 0: do not wait for the replica.
+  const flushEnv = Number(process.env.WALSHIP_EXEC_FLUSH_MS);
+  const FLUSH_MS = Number.isFinite(flushEnv) && process.env.WALSHIP_EXEC_FLUSH_MS !== '' ? flushEnv : 30000;
   const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'];
   // better-sqlite3's Database (one per copy of the addon) -> its Proxy, and the Proxies.
   const proxies = new Map();
@@ -135,6 +137,7 @@
   }
 
   function flush(db, why) {
+    if (FLUSH_MS <= 0) return;
     try {
       db.prepare('select walship_flush(?)').pluck().get(FLUSH_MS);
     } catch (e) {
