@@ -9,6 +9,7 @@
 
 pub mod functions;
 pub mod osfile;
+mod preload;
 pub mod vfs;
 
 use std::ffi::{c_char, c_int, c_void, CStr};

@@ -1,6 +1,7 @@
 //! Go-`flag`-style command-line parsing: `-name value`, `-name=value`, and the same with
 //! `--`; boolean flags take no value (or `=true`/`=false`). Unlike Go, flags may also follow
-//! the positional arguments; `--` ends flag parsing.
+//! the positional arguments; `--` ends flag parsing. A flag with an optional value takes the
+//! next argument only when it is one of its values, and means its default value alone.
 
 use std::collections::HashMap;
 
@@ -9,12 +10,15 @@ pub struct Flag {
     pub name: &'static str,
     /// False for a boolean flag.
     pub takes_value: bool,
+    /// For a flag whose value may be left out: its values, and what it means alone.
+    pub optional: Option<(&'static [&'static str], &'static str)>,
 }
 
 pub const fn value(name: &'static str) -> Flag {
     Flag {
         name,
         takes_value: true,
+        optional: None,
     }
 }
 
@@ -22,6 +26,20 @@ pub const fn switch(name: &'static str) -> Flag {
     Flag {
         name,
         takes_value: false,
+        optional: None,
+    }
+}
+
+/// `-name`, `-name V` or `-name=V` where V is one of `values`; alone it means `alone`.
+pub const fn optional(
+    name: &'static str,
+    values: &'static [&'static str],
+    alone: &'static str,
+) -> Flag {
+    Flag {
+        name,
+        takes_value: true,
+        optional: Some((values, alone)),
     }
 }
 
@@ -45,7 +63,7 @@ impl Parsed {
 
 pub fn parse(args: &[String], flags: &[Flag]) -> Result<Parsed, String> {
     let mut out = Parsed::default();
-    let mut it = args.iter();
+    let mut it = args.iter().peekable();
     while let Some(arg) = it.next() {
         if arg == "--" {
             out.positional.extend(it.by_ref().cloned());
@@ -71,9 +89,13 @@ pub fn parse(args: &[String], flags: &[Flag]) -> Result<Parsed, String> {
             return Err(format!("unknown flag: {arg}"));
         };
         let v = if flag.takes_value {
-            match inline {
-                Some(v) => v.to_string(),
-                None => it
+            match (inline, flag.optional) {
+                (Some(v), _) => v.to_string(),
+                (None, Some((values, alone))) => match it.peek() {
+                    Some(next) if values.contains(&next.as_str()) => it.next().unwrap().clone(),
+                    _ => alone.to_string(),
+                },
+                (None, None) => it
                     .next()
                     .cloned()
                     .ok_or_else(|| format!("flag needs a value: -{name}"))?,
@@ -113,5 +135,30 @@ mod tests {
             .switch("force"));
         assert_eq!(parse(&s(&["--", "-o"]), &flags).unwrap().positional, ["-o"]);
         assert!(parse(&s(&["--help"]), &flags).unwrap().help);
+    }
+
+    #[test]
+    fn optional_values() {
+        let flags = [
+            optional("check", &["full", "quick", "none"], "full"),
+            value("o"),
+        ];
+        let p = parse(&s(&["-check", "-o", "x", "db"]), &flags).unwrap();
+        assert_eq!((p.value("check"), p.value("o")), (Some("full"), Some("x")));
+        assert_eq!(p.positional, ["db"]);
+        let p = parse(&s(&["-o", "x", "--check", "db"]), &flags).unwrap();
+        assert_eq!(
+            (p.value("check"), p.positional.as_slice()),
+            (Some("full"), &["db".to_string()][..])
+        );
+        let p = parse(&s(&["-check", "quick", "db"]), &flags).unwrap();
+        assert_eq!(
+            (p.value("check"), p.positional.as_slice()),
+            (Some("quick"), &["db".to_string()][..])
+        );
+        assert_eq!(
+            parse(&s(&["-check=none"]), &flags).unwrap().value("check"),
+            Some("none")
+        );
     }
 }

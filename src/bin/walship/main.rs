@@ -7,10 +7,13 @@
 //! message and the command's usage text on stderr).
 
 mod args;
+mod child;
 mod databases_cmd;
 mod ltx_cmd;
 mod progress;
+mod replicate_cmd;
 mod restore_cmd;
+mod shellwords;
 mod snapshot_cmd;
 mod source;
 mod sqlite;
@@ -24,6 +27,7 @@ Usage:
   walship <command> [flags] [arguments]
 
 Commands:
+  replicate run an application with walship inside it: replicate -exec \"CMD ARGS\"
   restore   restore a database from its replica
   verify    restore to a temporary file and check it against the replica
   snapshot  ask the process replicating a database for a new snapshot now
@@ -50,7 +54,17 @@ impl From<anyhow::Error> for CmdError {
 }
 
 fn main() {
+    // Set for the commands `walship replicate` runs (src/ffi/preload.rs), so also for a walship
+    // they run: this process's own SQLite calls stay out of it.
+    std::env::remove_var("WALSHIP_PRELOAD");
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    // The listing commands, whose output is piped into `head` and the like.
+    if matches!(
+        argv.first().map(String::as_str),
+        Some("ltx" | "databases" | "status")
+    ) {
+        child::die_on_broken_pipe();
+    }
     std::process::exit(run(&argv));
 }
 
@@ -63,6 +77,7 @@ fn run(argv: &[String]) -> i32 {
         }
     };
     let (result, usage) = match cmd {
+        "replicate" => (replicate_cmd::run(rest), replicate_cmd::USAGE),
         "restore" => (restore_cmd::run(rest), restore_cmd::USAGE),
         "ltx" => (ltx_cmd::run(rest), ltx_cmd::USAGE),
         "verify" => (verify_cmd::run(rest), verify_cmd::USAGE),

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context};
 use walvfs::restore::{self, ApplyOptions, PlanOptions, RestoreError, Target, DEFAULT_PARALLELISM};
 
-use crate::args::{self, switch, value, Flag};
+use crate::args::{self, optional, switch, value, Flag};
 use crate::{progress, source, sqlite, CmdError};
 
 pub const USAGE: &str = "\
@@ -36,8 +36,9 @@ Flags (-flag and --flag are the same; values as \"-flag value\" or \"-flag=value
   -if-replica-exists   exit 0 without restoring if the replica holds no files
   -force               overwrite an existing output database, removing its -wal/-shm/-journal
   -parallelism N       files downloaded at once (default 8)
-  -integrity-check M   full (default), quick or none: check the restored file before it
-                       replaces the output
+  -integrity-check [M] full, quick or none: check the restored file before it replaces the
+                       output. walship always checks in full unless told otherwise, so the
+                       flag alone (as Litestream users write it) changes nothing
   -last-consistent     if the replica is damaged (a missing, corrupt, truncated or unfitting
                        file), set the bad files aside and restore the last state the intact
                        files reach, saying which TXID and why; without it such a restore fails
@@ -59,7 +60,7 @@ const FLAGS: &[Flag] = &[
     switch("if-replica-exists"),
     switch("force"),
     value("parallelism"),
-    value("integrity-check"),
+    optional("integrity-check", &["full", "quick", "none"], "full"),
     switch("dry-run"),
     switch("v"),
     switch("last-consistent"),
@@ -160,6 +161,7 @@ pub fn run(argv: &[String]) -> Result<(), CmdError> {
             println!("no backups found in {replica}, skipping restore (-if-replica-exists)");
             return Ok(());
         }
+        Err(e @ RestoreError::NoFiles { .. }) => return Err(source::no_files(e, arg, &out).into()),
         r => r.map_err(anyhow::Error::from)?,
     };
     let plan_opts = PlanOptions {

@@ -1,4 +1,5 @@
-//! Turning the `DB_PATH | REPLICA_URL` argument into a replica to read.
+//! Turning the `DB_PATH | REPLICA_URL` argument into a replica to read, and saying what a
+//! replica URL holds when it holds no replica itself.
 
 use std::path::{Path, PathBuf};
 
@@ -75,4 +76,45 @@ pub fn resolve(arg: &str, config: Option<&str>) -> Result<Source, CmdError> {
         storage,
         db_path: Some(PathBuf::from(arg)),
     })
+}
+
+/// `err` (a replica with no LTX files), naming the replicas found one level below a file
+/// replica URL: `WALSHIP_REPLICA_URL` keeps each database's replica in `<url>/<file name>`, so
+/// restoring the URL itself finds nothing. (S3 and GCS roots are not searched: listing their
+/// sub-paths needs a storage call the backends do not have yet.)
+pub fn no_files(err: walvfs::restore::RestoreError, arg: &str, out: &Path) -> anyhow::Error {
+    let subs = sub_replicas(arg);
+    if subs.is_empty() {
+        return err.into();
+    }
+    anyhow!(
+        "{arg} holds no LTX files itself, but it holds the replicas of {} database{} ({}): \
+         WALSHIP_REPLICA_URL keeps each database in <url>/<database file name>, so restore one \
+         of them, e.g. walship restore -o {} {}",
+        subs.len(),
+        if subs.len() == 1 { "" } else { "s" },
+        subs.join(", "),
+        out.display(),
+        subs[0]
+    )
+}
+
+/// `<arg>/<name>` for each directory under a file replica URL (or directory) that holds an
+/// `ltx/` directory, sorted.
+fn sub_replicas(arg: &str) -> Vec<String> {
+    let (root, prefix) = match arg.strip_prefix("file://") {
+        Some(p) => (PathBuf::from(p), "file://"),
+        None if !arg.contains("://") => (PathBuf::from(arg), ""),
+        None => return Vec::new(),
+    };
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return Vec::new();
+    };
+    let mut subs: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("ltx").is_dir())
+        .map(|e| format!("{prefix}{}", root.join(e.file_name()).display()))
+        .collect();
+    subs.sort();
+    subs
 }

@@ -5,7 +5,7 @@
 //! the temporary file is removed whatever happens.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 use walvfs::ltx::{DbChecksum, CHECKSUM_FLAG};
@@ -54,7 +54,10 @@ pub fn run(argv: &[String]) -> Result<(), CmdError> {
     let target = restore_cmd::parse_target(&a)?;
     let src = source::resolve(arg, a.value("config"))?;
     let storage = &*src.storage;
-    let listing = restore::list(storage, &restore::DEFAULT_LEVELS).map_err(anyhow::Error::from)?;
+    let listing = restore::list(storage, &restore::DEFAULT_LEVELS).map_err(|e| match e {
+        e @ restore::RestoreError::NoFiles { .. } => source::no_files(e, arg, Path::new("OUT")),
+        e => anyhow::Error::from(e),
+    })?;
     let plan = listing
         .plan(storage, target, &PlanOptions::default())
         .map_err(anyhow::Error::from)?;
