@@ -1,0 +1,739 @@
+//! Google Cloud Storage backend (`type: gs` / `gcs` without HMAC keys): GCS's JSON API, the one
+//! Google's own clients (and so Litestream's gs client) speak, with Application Default
+//! Credentials from Apache Arrow's `object_store` crate.
+//!
+//! # Why the requests are written here
+//! object_store's GCS client speaks GCS's XML API. Google's clients, Litestream's included,
+//! speak the JSON API, and `STORAGE_EMULATOR_HOST` means "the JSON API at this host": the
+//! emulators implement that one (fake-gcs-server answers XML-API uploads with 400/404), and
+//! only it carries `ifGenerationMatch` on every call, the lease's compare-and-swap. So the
+//! seven requests this backend needs are built here over `ureq` (blocking, streaming bodies,
+//! the same TLS setup as the S3 backend), and everything about credentials comes from
+//! object_store: the service-account JSON named by `GOOGLE_APPLICATION_CREDENTIALS` (a JWT
+//! signed with its RSA key, by object_store on `ring`), gcloud's authorized-user file, else the
+//! metadata server (`GCE_METADATA_HOST` honoured); tokens are cached and renewed by it.
+//!
+//! # Layout (Litestream 0.5.17's gs client)
+//! Objects `<path>/ltx/<level>/<min %016x>-<max %016x>.ltx` (`path.Join`, decimal level) with
+//! the custom metadata `litestream-timestamp` (RFC 3339 with nanoseconds, UTC). The lease is
+//! `<path>/walship-lease.json`; its tag is the object's generation, and every conditional call
+//! carries `ifGenerationMatch` (0 = must not exist), answered 412 when it does not hold.
+//!
+//! # Requests
+//! list: `GET /storage/v1/b/B/o?prefix=`, following `nextPageToken`. get: `?alt=media`,
+//! streamed. put: one multipart upload (`uploadType=multipart`) below 8 MiB, else a resumable
+//! upload in 8 MiB chunks, one in memory at a time, cancelled on failure. delete: `DELETE`,
+//! 404 is success. Transient failures (connection errors, 408, 429, 5xx) are retried a few
+//! times with capped exponential backoff.
+//!
+//! Must never contact GCS before the first call, never run on an app thread, and never put a
+//! token or key in a message (tokens live only in request headers).
+
+use std::io::Read;
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::Duration;
+
+use object_store::gcp::{GcpCredentialProvider, GoogleCloudStorageBuilder};
+
+use super::cloud::{self, Connector, Runtime, PART_SIZE};
+use super::s3::connection::{io_timeout, tls_config, CONNECT_TIMEOUT};
+use super::s3::litestream_timestamp;
+use super::{FileInfo, Precondition, RemoteFailure, Storage, StorageError, Tagged};
+use crate::config::GcsConfig;
+use crate::ltx;
+
+/// The metadata name Litestream's gs client stores the LTX timestamp under.
+pub const METADATA_TIMESTAMP: &str = "litestream-timestamp";
+/// Where GCS's JSON API lives.
+pub const GCS_JSON_ENDPOINT: &str = "https://storage.googleapis.com";
+const ATTEMPTS: u32 = 4;
+
+/// The GCS backend. Cheap to share across threads.
+pub struct GcsStorage {
+    cfg: GcsConfig,
+    /// `https://storage.googleapis.com`, or the emulator's URL.
+    base: String,
+    emulator: bool,
+    shown: String,
+    agent: ureq::Agent,
+    rt: Arc<Runtime>,
+    creds: OnceLock<Result<GcpCredentialProvider, String>>,
+}
+
+impl std::fmt::Debug for GcsStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GcsStorage")
+            .field("replica", &self.shown)
+            .field("emulator", &self.emulator)
+            .field("application_credentials", &self.cfg.application_credentials)
+            .finish()
+    }
+}
+
+/// One failed attempt: an HTTP answer (status, body) or none (transport).
+enum Fail {
+    Status(u16, String),
+    Transport(String),
+}
+
+impl GcsStorage {
+    /// The backend for a `gs` replica without HMAC keys. Contacts nothing.
+    pub fn from_config(cfg: &GcsConfig) -> Result<GcsStorage, StorageError> {
+        let (base, emulator) = match &cfg.emulator_host {
+            Some(h) if h.starts_with("http://") || h.starts_with("https://") => {
+                (h.trim_end_matches('/').to_string(), true)
+            }
+            Some(h) => (format!("http://{}", h.trim_end_matches('/')), true),
+            None => (GCS_JSON_ENDPOINT.to_string(), false),
+        };
+        let loc = if cfg.path.is_empty() {
+            format!("gs://{}", cfg.bucket)
+        } else {
+            format!("gs://{}/{}", cfg.bucket, cfg.path)
+        };
+        let shown = if emulator {
+            format!("{loc} (emulator {base} from STORAGE_EMULATOR_HOST)")
+        } else {
+            loc
+        };
+        let tls = tls_config(cfg.skip_verify).map_err(|message| StorageError::Config {
+            replica: shown.clone(),
+            message,
+        })?;
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(CONNECT_TIMEOUT)
+            .timeout_read(io_timeout())
+            .timeout_write(io_timeout())
+            .redirects(0)
+            .user_agent(concat!("walship/", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls)
+            .build();
+        Ok(GcsStorage {
+            cfg: cfg.clone(),
+            base,
+            emulator,
+            shown,
+            agent,
+            rt: Arc::new(Runtime::default()),
+            creds: OnceLock::new(),
+        })
+    }
+
+    fn credentials_fix(&self) -> String {
+        match &self.cfg.application_credentials {
+            Some(p) => format!("check the service account in GOOGLE_APPLICATION_CREDENTIALS ({}): its key must be active and it needs roles/storage.objectAdmin on the bucket", p.display()),
+            None => "set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or give the VM's service account roles/storage.objectAdmin on the bucket (walship asks the metadata server otherwise)".into(),
+        }
+    }
+
+    /// `Authorization: Bearer ...`, or nothing for the emulator (as Google's clients do).
+    fn bearer(&self) -> Result<Option<String>, StorageError> {
+        if self.emulator {
+            return Ok(None);
+        }
+        let provider = self
+            .creds
+            .get_or_init(|| {
+                let mut b = GoogleCloudStorageBuilder::new()
+                    .with_bucket_name(&self.cfg.bucket)
+                    .with_http_connector(Connector {
+                        skip_verify: self.cfg.skip_verify,
+                    })
+                    .with_retry(cloud::retry_config())
+                    .with_client_options(cloud::client_options());
+                if let Some(p) = &self.cfg.application_credentials {
+                    b = b.with_application_credentials(p.display().to_string());
+                }
+                b.build()
+                    .map(|s| s.credentials().clone())
+                    .map_err(|e| cloud::scrub(&super::azure::error_chain(&e), &[]))
+            })
+            .as_ref()
+            .map_err(|e| StorageError::Config {
+                replica: self.shown.clone(),
+                message: format!(
+                    "cannot read Google credentials: {e}; {}",
+                    self.credentials_fix()
+                ),
+            })?;
+        match self.rt.block_on(provider.get_credential()) {
+            Ok(c) => Ok(Some(format!("Bearer {}", c.bearer))),
+            Err(e) => {
+                let detail = cloud::scrub(&super::azure::error_chain(&e), &[]);
+                let unreachable = super::azure::looks_unreachable(&detail);
+                let f = Box::new(RemoteFailure {
+                    op: "token",
+                    object: "Google OAuth token".into(),
+                    replica: self.shown.clone(),
+                    status: 0,
+                    code: String::new(),
+                    detail,
+                    hint: self.credentials_fix(),
+                });
+                Err(if unreachable {
+                    StorageError::Unreachable(f)
+                } else {
+                    StorageError::Credentials(f)
+                })
+            }
+        }
+    }
+
+    fn object(&self, name: &str) -> String {
+        format!("gs://{}/{name}", self.cfg.bucket)
+    }
+
+    fn object_url(&self, name: &str) -> String {
+        format!(
+            "{}/storage/v1/b/{}/o/{}",
+            self.base,
+            enc(&self.cfg.bucket),
+            enc(name)
+        )
+    }
+
+    fn upload_url(&self) -> String {
+        format!(
+            "{}/upload/storage/v1/b/{}/o",
+            self.base,
+            enc(&self.cfg.bucket)
+        )
+    }
+
+    /// Sends one request (retrying transient failures) and returns the response, or the
+    /// `StorageError` for `op` on `name`. `send` builds and sends it once.
+    fn call(
+        &self,
+        op: &'static str,
+        name: &str,
+        send: &dyn Fn(Option<&str>) -> Result<ureq::Response, ureq::Error>,
+    ) -> Result<ureq::Response, StorageError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let auth = self.bearer()?;
+            let fail = match send(auth.as_deref()) {
+                Ok(r) => return Ok(r),
+                Err(ureq::Error::Status(code, r)) => {
+                    let body = r.into_string().unwrap_or_default();
+                    Fail::Status(code, body)
+                }
+                Err(ureq::Error::Transport(t)) => Fail::Transport(t.to_string()),
+            };
+            let transient = match &fail {
+                Fail::Status(c, _) => matches!(c, 408 | 429) || *c >= 500,
+                Fail::Transport(_) => true,
+            };
+            if !transient || attempt >= ATTEMPTS {
+                return Err(self.error(op, name, fail, attempt));
+            }
+            let ms = (100u64 << attempt).min(3000);
+            thread::sleep(Duration::from_millis(ms / 2 + jitter(ms / 2)));
+        }
+    }
+
+    fn error(&self, op: &'static str, name: &str, fail: Fail, attempts: u32) -> StorageError {
+        let object = self.object(name);
+        let tries = if attempts > 1 {
+            format!(" (after {attempts} attempts)")
+        } else {
+            String::new()
+        };
+        let failure = |status: u16, detail: String, hint: String| {
+            Box::new(RemoteFailure {
+                op,
+                object: object.clone(),
+                replica: self.shown.clone(),
+                status,
+                code: String::new(),
+                detail: format!("{}{tries}", cloud::scrub(&detail, &[])),
+                hint,
+            })
+        };
+        match fail {
+            Fail::Transport(t) => StorageError::Unreachable(failure(
+                0,
+                t,
+                if self.emulator {
+                    "check STORAGE_EMULATOR_HOST and that the emulator is running".into()
+                } else {
+                    "check the network (storage.googleapis.com must be reachable); walship retries".into()
+                },
+            )),
+            Fail::Status(412, _) => StorageError::PreconditionFailed { op, object },
+            Fail::Status(c @ (401 | 403), body) => StorageError::Credentials(failure(
+                c,
+                format!("HTTP {c}: {}", message_of(&body)),
+                self.credentials_fix(),
+            )),
+            Fail::Status(404, body) if op != "get" || message_of(&body).to_ascii_lowercase().contains("bucket") => {
+                StorageError::NoSuchBucket(failure(
+                    404,
+                    format!("bucket {:?} not found: {}", self.cfg.bucket, message_of(&body)),
+                    "create the bucket (walship, like Litestream, never creates it), or fix `bucket`".into(),
+                ))
+            }
+            Fail::Status(404, _) => StorageError::NotFound { op, object },
+            Fail::Status(c, body) => StorageError::Remote(failure(
+                c,
+                format!("HTTP {c}: {}", message_of(&body)),
+                "walship retries transient failures; if this persists, check the bucket and its settings".into(),
+            )),
+        }
+    }
+
+    /// Object metadata JSON for an upload.
+    fn metadata_json(name: &str, content_type: &str, timestamp_ms: Option<i64>) -> String {
+        let mut m = serde_json::json!({ "name": name, "contentType": content_type });
+        if let Some(ts) = timestamp_ms {
+            m["metadata"] = serde_json::json!({ METADATA_TIMESTAMP: litestream_timestamp(ts) });
+        }
+        m.to_string()
+    }
+
+    /// One `uploadType=multipart` request; returns the new generation.
+    fn upload_small(
+        &self,
+        name: &str,
+        body: &[u8],
+        meta: &str,
+        if_generation: Option<&str>,
+    ) -> Result<String, StorageError> {
+        const BOUNDARY: &str = "walship-gcs-part-7f3a9c";
+        let mut payload = Vec::with_capacity(body.len() + meta.len() + 256);
+        payload.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{meta}\r\n--{BOUNDARY}\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+        );
+        payload.extend_from_slice(body);
+        payload.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+        let url = self.upload_url();
+        let r = self.call("put", name, &|auth| {
+            let mut req = self.agent.post(&url).query("uploadType", "multipart").set(
+                "Content-Type",
+                &format!("multipart/related; boundary={BOUNDARY}"),
+            );
+            if let Some(g) = if_generation {
+                req = req.query("ifGenerationMatch", g);
+            }
+            if let Some(a) = auth {
+                req = req.set("Authorization", a);
+            }
+            req.send_bytes(&payload)
+        })?;
+        generation_of(r)
+    }
+
+    /// A resumable upload of `first` and the rest of `src`, in `PART_SIZE` chunks.
+    fn upload_resumable(
+        &self,
+        name: &str,
+        first: Vec<u8>,
+        src: &mut dyn Read,
+        meta: &str,
+    ) -> Result<u64, StorageError> {
+        let url = self.upload_url();
+        let start = self.call("put", name, &|auth| {
+            let mut req = self
+                .agent
+                .post(&url)
+                .query("uploadType", "resumable")
+                .set("Content-Type", "application/json; charset=UTF-8")
+                .set("X-Upload-Content-Type", "application/octet-stream");
+            if let Some(a) = auth {
+                req = req.set("Authorization", a);
+            }
+            req.send_string(meta)
+        })?;
+        let Some(session) = start.header("location").map(str::to_string) else {
+            return Err(self.error(
+                "put",
+                name,
+                Fail::Status(start.status(), "no upload session URL in the answer".into()),
+                1,
+            ));
+        };
+        let result = self.send_chunks(name, &session, first, src);
+        if result.is_err() {
+            // Cancel the session (answered 499); nothing was committed.
+            let _ = self.agent.delete(&session).call();
+        }
+        result
+    }
+
+    fn send_chunks(
+        &self,
+        name: &str,
+        session: &str,
+        first: Vec<u8>,
+        src: &mut dyn Read,
+    ) -> Result<u64, StorageError> {
+        let mut offset = 0u64;
+        let mut chunk = first;
+        loop {
+            let next = cloud::read_part(src, PART_SIZE).map_err(|e| StorageError::Io {
+                op: "put",
+                object: self.object(name),
+                source: e,
+                hint: Some("reading the local file to upload failed"),
+            })?;
+            let last = next.is_empty();
+            let len = chunk.len() as u64;
+            let range = match (len, last) {
+                (0, true) => format!("bytes */{offset}"),
+                (_, true) => format!("bytes {offset}-{}/{}", offset + len - 1, offset + len),
+                (_, false) => format!("bytes {offset}-{}/*", offset + len - 1),
+            };
+            let r = self.call("put", name, &|auth| {
+                let mut req = self.agent.put(session).set("Content-Range", &range);
+                if let Some(a) = auth {
+                    req = req.set("Authorization", a);
+                }
+                req.send_bytes(&chunk)
+            })?;
+            offset += len;
+            if last {
+                if !(200..300).contains(&r.status()) {
+                    return Err(self.error(
+                        "put",
+                        name,
+                        Fail::Status(r.status(), "the upload did not complete".into()),
+                        1,
+                    ));
+                }
+                return Ok(offset);
+            }
+            if r.status() != 308 {
+                return Err(self.error(
+                    "put",
+                    name,
+                    Fail::Status(r.status(), "the upload ended early".into()),
+                    1,
+                ));
+            }
+            chunk = next;
+        }
+    }
+
+    /// Creates the bucket (tests and setup only: walship never creates it while replicating,
+    /// like Litestream). An existing bucket is fine.
+    #[doc(hidden)]
+    pub fn create_bucket(&self) -> Result<(), StorageError> {
+        let url = format!("{}/storage/v1/b", self.base);
+        let body = serde_json::json!({ "name": self.cfg.bucket }).to_string();
+        match self.call("create-bucket", "", &|auth| {
+            let mut req = self
+                .agent
+                .post(&url)
+                .query("project", "walship")
+                .set("Content-Type", "application/json");
+            if let Some(a) = auth {
+                req = req.set("Authorization", a);
+            }
+            req.send_string(&body)
+        }) {
+            Ok(_) => Ok(()),
+            Err(StorageError::Remote(f)) if f.status == 409 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The object's generation, or `None` when it does not exist.
+    fn generation(&self, name: &str) -> Result<Option<String>, StorageError> {
+        let url = self.object_url(name);
+        match self.call("get", name, &|auth| {
+            let mut req = self.agent.get(&url);
+            if let Some(a) = auth {
+                req = req.set("Authorization", a);
+            }
+            req.call()
+        }) {
+            Ok(r) => Ok(Some(generation_of(r)?)),
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Storage for GcsStorage {
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn list(&self, level: u8) -> Result<Vec<FileInfo>, StorageError> {
+        let dir = cloud::level_dir(&self.cfg.path, level);
+        let prefix = format!("{dir}/");
+        let url = format!("{}/storage/v1/b/{}/o", self.base, enc(&self.cfg.bucket));
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let r = self.call("list", &prefix, &|auth| {
+                let mut req = self.agent.get(&url).query("prefix", &prefix);
+                if let Some(t) = &token {
+                    req = req.query("pageToken", t);
+                }
+                if let Some(a) = auth {
+                    req = req.set("Authorization", a);
+                }
+                req.call()
+            })?;
+            let body: serde_json::Value = read_json(r).map_err(|e| StorageError::Io {
+                op: "list",
+                object: self.object(&prefix),
+                source: e,
+                hint: Some("the listing was cut off or is not JSON; walship retries"),
+            })?;
+            for item in body["items"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+                let Some(name) = item["name"].as_str() else {
+                    continue;
+                };
+                let Some((min, max)) = name.strip_prefix(&prefix).and_then(ltx::parse_file_name)
+                else {
+                    continue;
+                };
+                let size = match &item["size"] {
+                    serde_json::Value::String(s) => s.parse().unwrap_or(0),
+                    v => v.as_u64().unwrap_or(0),
+                };
+                out.push(FileInfo {
+                    level,
+                    min_txid: min,
+                    max_txid: max,
+                    size,
+                });
+            }
+            token = body["nextPageToken"]
+                .as_str()
+                .map(str::to_string)
+                .filter(|t| !t.is_empty());
+            if token.is_none() {
+                break;
+            }
+        }
+        out.sort_by_key(|f| (f.min_txid, f.max_txid));
+        Ok(out)
+    }
+
+    fn put(
+        &self,
+        level: u8,
+        min_txid: u64,
+        max_txid: u64,
+        timestamp_ms: i64,
+        src: &mut dyn Read,
+    ) -> Result<u64, StorageError> {
+        let name = cloud::ltx_key(&self.cfg.path, level, min_txid, max_txid);
+        let meta = Self::metadata_json(&name, "application/octet-stream", Some(timestamp_ms));
+        let first = cloud::read_part(src, PART_SIZE).map_err(|e| StorageError::Io {
+            op: "put",
+            object: self.object(&name),
+            source: e,
+            hint: Some("reading the local file to upload failed"),
+        })?;
+        if first.len() < PART_SIZE {
+            self.upload_small(&name, &first, &meta, None)?;
+            return Ok(first.len() as u64);
+        }
+        self.upload_resumable(&name, first, src, &meta)
+    }
+
+    fn open(
+        &self,
+        level: u8,
+        min_txid: u64,
+        max_txid: u64,
+    ) -> Result<Box<dyn Read + Send>, StorageError> {
+        let name = cloud::ltx_key(&self.cfg.path, level, min_txid, max_txid);
+        let url = self.object_url(&name);
+        let r = self.call("get", &name, &|auth| {
+            let mut req = self.agent.get(&url).query("alt", "media");
+            if let Some(a) = auth {
+                req = req.set("Authorization", a);
+            }
+            req.call()
+        })?;
+        Ok(Box::new(r.into_reader()))
+    }
+
+    fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<(), StorageError> {
+        let name = cloud::ltx_key(&self.cfg.path, level, min_txid, max_txid);
+        let url = self.object_url(&name);
+        match self.call("delete", &name, &|auth| {
+            let mut req = self.agent.delete(&url);
+            if let Some(a) = auth {
+                req = req.set("Authorization", a);
+            }
+            req.call()
+        }) {
+            Ok(_) | Err(StorageError::NotFound { .. }) | Err(StorageError::NoSuchBucket(_)) => {
+                // A 404 on delete: the object (not necessarily the bucket) is gone.
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn get_named(&self, name: &str) -> Result<Option<Tagged>, StorageError> {
+        let key = cloud::named_key(&self.cfg.path, name);
+        let url = self.object_url(&key);
+        // The generation first, then the bytes of exactly that generation: a write in between
+        // makes the second read miss, and the pair is read again.
+        for _ in 0..5 {
+            let Some(generation) = self.generation(&key)? else {
+                return Ok(None);
+            };
+            let r = self.call("get", &key, &|auth| {
+                let mut req = self
+                    .agent
+                    .get(&url)
+                    .query("alt", "media")
+                    .query("generation", &generation);
+                if let Some(a) = auth {
+                    req = req.set("Authorization", a);
+                }
+                req.call()
+            });
+            match r {
+                Ok(r) => {
+                    let mut body = Vec::new();
+                    r.into_reader()
+                        .take(1 << 20)
+                        .read_to_end(&mut body)
+                        .map_err(|e| StorageError::Io {
+                            op: "get",
+                            object: self.object(&key),
+                            source: e,
+                            hint: None,
+                        })?;
+                    return Ok(Some(Tagged {
+                        body,
+                        tag: generation,
+                    }));
+                }
+                Err(StorageError::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StorageError::PreconditionFailed {
+            op: "get",
+            object: self.object(&key),
+        })
+    }
+
+    fn put_named_if(
+        &self,
+        name: &str,
+        body: &[u8],
+        cond: Precondition<'_>,
+    ) -> Result<String, StorageError> {
+        let key = cloud::named_key(&self.cfg.path, name);
+        let generation = match cond {
+            Precondition::Absent => "0".to_string(),
+            Precondition::Matches(tag) => {
+                if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_digit()) || tag == "0" {
+                    return Err(StorageError::PreconditionFailed {
+                        op: "put",
+                        object: self.object(&key),
+                    });
+                }
+                tag.to_string()
+            }
+        };
+        let meta = Self::metadata_json(&key, "application/json", None);
+        self.upload_small(&key, body, &meta, Some(&generation))
+    }
+
+    fn delete_named_if(&self, name: &str, tag: &str) -> Result<(), StorageError> {
+        let key = cloud::named_key(&self.cfg.path, name);
+        if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(StorageError::PreconditionFailed {
+                op: "delete",
+                object: self.object(&key),
+            });
+        }
+        let url = self.object_url(&key);
+        match self.call("delete", &key, &|auth| {
+            let mut req = self.agent.delete(&url).query("ifGenerationMatch", tag);
+            if let Some(a) = auth {
+                req = req.set("Authorization", a);
+            }
+            req.call()
+        }) {
+            Ok(_) | Err(StorageError::NotFound { .. }) | Err(StorageError::NoSuchBucket(_)) => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The `generation` of a JSON object resource in the answer.
+fn generation_of(r: ureq::Response) -> Result<String, StorageError> {
+    let header = r.header("x-goog-generation").map(str::to_string);
+    let v: serde_json::Value = read_json(r).unwrap_or(serde_json::Value::Null);
+    let g = match &v["generation"] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => header,
+    };
+    g.ok_or_else(|| StorageError::Io {
+        op: "put",
+        object: v["name"].as_str().unwrap_or("?").to_string(),
+        source: std::io::Error::other("the answer carries no object generation"),
+        hint: None,
+    })
+}
+
+/// A JSON answer (at most 16 MiB: a listing page is far smaller).
+fn read_json(r: ureq::Response) -> std::io::Result<serde_json::Value> {
+    let mut text = Vec::new();
+    r.into_reader().take(16 << 20).read_to_end(&mut text)?;
+    serde_json::from_slice(&text).map_err(std::io::Error::other)
+}
+
+/// The `error.message` of a JSON API error body, else the body (shortened).
+fn message_of(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| body.chars().take(300).collect())
+}
+
+/// Percent-encodes one path segment (object names include `/`, which must be encoded too).
+fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn jitter(max: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    t % max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_names_and_reads_errors() {
+        assert_eq!(enc("a/ltx/0/x.ltx"), "a%2Fltx%2F0%2Fx.ltx");
+        assert_eq!(
+            message_of(r#"{"error":{"code":403,"message":"denied"}}"#),
+            "denied"
+        );
+        assert_eq!(message_of("plain"), "plain");
+    }
+}
