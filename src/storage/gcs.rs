@@ -120,6 +120,15 @@ impl GcsStorage {
         })
     }
 
+    /// Sends the JSON API requests to `base` instead of storage.googleapis.com, still with
+    /// Google's credentials (tests: a local double that checks the token).
+    #[doc(hidden)]
+    pub fn with_endpoint(mut self, base: &str) -> Self {
+        self.base = base.trim_end_matches('/').to_string();
+        self.shown = format!("{} (endpoint {})", self.shown, self.base);
+        self
+    }
+
     fn credentials_fix(&self) -> String {
         match &self.cfg.application_credentials {
             Some(p) => format!("check the service account in GOOGLE_APPLICATION_CREDENTIALS ({}): its key must be active and it needs roles/storage.objectAdmin on the bucket", p.display()),
