@@ -183,6 +183,8 @@ pub fn fake_gcs() -> Option<&'static FakeGcs> {
                 "memory".into(),
                 "-external-url".into(),
                 format!("http://127.0.0.1:{port}"),
+                "-public-host".into(),
+                format!("127.0.0.1:{port}"),
                 "-log-level".into(),
                 "error".into(),
             ],
