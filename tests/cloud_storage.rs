@@ -395,7 +395,7 @@ fn gcs_service_account_credentials_sign_every_request() {
     assert_eq!(parts.len(), 3, "{token}");
     let unb64url = |s: &str| {
         let mut t = s.replace('-', "+").replace('_', "/");
-        while t.len() % 4 != 0 {
+        while !t.len().is_multiple_of(4) {
             t.push('=');
         }
         unb64(&t)

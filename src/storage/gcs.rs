@@ -71,6 +71,13 @@ impl std::fmt::Debug for GcsStorage {
     }
 }
 
+/// A request body.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+}
+
 /// One failed attempt: an HTTP answer (status, body) or none (transport).
 enum Fail {
     Status(u16, String),
@@ -211,18 +218,25 @@ impl GcsStorage {
     }
 
     /// Sends one request (retrying transient failures) and returns the response, or the
-    /// `StorageError` for `op` on `name`. `send` builds and sends it once.
+    /// `StorageError` for `op` on `name`. `build` makes the request (given the authorization
+    /// header, if any); `body` is sent with it.
     fn call(
         &self,
         op: &'static str,
         name: &str,
-        send: &dyn Fn(Option<&str>) -> Result<ureq::Response, ureq::Error>,
+        body: Body<'_>,
+        build: &dyn Fn(Option<&str>) -> ureq::Request,
     ) -> Result<ureq::Response, StorageError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let auth = self.bearer()?;
-            let fail = match send(auth.as_deref()) {
+            let req = build(auth.as_deref());
+            let sent = match body {
+                Body::Empty => req.call(),
+                Body::Bytes(b) => req.send_bytes(b),
+            };
+            let fail = match sent {
                 Ok(r) => return Ok(r),
                 Err(ureq::Error::Status(code, r)) => {
                     let body = r.into_string().unwrap_or_default();
@@ -317,7 +331,7 @@ impl GcsStorage {
         payload.extend_from_slice(body);
         payload.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
         let url = self.upload_url();
-        let r = self.call("put", name, &|auth| {
+        let r = self.call("put", name, Body::Bytes(&payload), &|auth| {
             let mut req = self.agent.post(&url).query("uploadType", "multipart").set(
                 "Content-Type",
                 &format!("multipart/related; boundary={BOUNDARY}"),
@@ -328,7 +342,7 @@ impl GcsStorage {
             if let Some(a) = auth {
                 req = req.set("Authorization", a);
             }
-            req.send_bytes(&payload)
+            req
         })?;
         generation_of(r)
     }
@@ -342,7 +356,7 @@ impl GcsStorage {
         meta: &str,
     ) -> Result<u64, StorageError> {
         let url = self.upload_url();
-        let start = self.call("put", name, &|auth| {
+        let start = self.call("put", name, Body::Bytes(meta.as_bytes()), &|auth| {
             let mut req = self
                 .agent
                 .post(&url)
@@ -352,7 +366,7 @@ impl GcsStorage {
             if let Some(a) = auth {
                 req = req.set("Authorization", a);
             }
-            req.send_string(meta)
+            req
         })?;
         let Some(session) = start.header("location").map(str::to_string) else {
             return Err(self.error(
@@ -393,12 +407,12 @@ impl GcsStorage {
                 (_, true) => format!("bytes {offset}-{}/{}", offset + len - 1, offset + len),
                 (_, false) => format!("bytes {offset}-{}/*", offset + len - 1),
             };
-            let r = self.call("put", name, &|auth| {
+            let r = self.call("put", name, Body::Bytes(&chunk), &|auth| {
                 let mut req = self.agent.put(session).set("Content-Range", &range);
                 if let Some(a) = auth {
                     req = req.set("Authorization", a);
                 }
-                req.send_bytes(&chunk)
+                req
             })?;
             offset += len;
             if last {
@@ -430,7 +444,7 @@ impl GcsStorage {
     pub fn create_bucket(&self) -> Result<(), StorageError> {
         let url = format!("{}/storage/v1/b", self.base);
         let body = serde_json::json!({ "name": self.cfg.bucket }).to_string();
-        match self.call("create-bucket", "", &|auth| {
+        match self.call("create-bucket", "", Body::Bytes(body.as_bytes()), &|auth| {
             let mut req = self
                 .agent
                 .post(&url)
@@ -439,7 +453,7 @@ impl GcsStorage {
             if let Some(a) = auth {
                 req = req.set("Authorization", a);
             }
-            req.send_string(&body)
+            req
         }) {
             Ok(_) => Ok(()),
             Err(StorageError::Remote(f)) if f.status == 409 => Ok(()),
@@ -450,12 +464,12 @@ impl GcsStorage {
     /// The object's generation, or `None` when it does not exist.
     fn generation(&self, name: &str) -> Result<Option<String>, StorageError> {
         let url = self.object_url(name);
-        match self.call("get", name, &|auth| {
+        match self.call("get", name, Body::Empty, &|auth| {
             let mut req = self.agent.get(&url);
             if let Some(a) = auth {
                 req = req.set("Authorization", a);
             }
-            req.call()
+            req
         }) {
             Ok(r) => Ok(Some(generation_of(r)?)),
             Err(StorageError::NotFound { .. }) => Ok(None),
@@ -476,7 +490,7 @@ impl Storage for GcsStorage {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let r = self.call("list", &prefix, &|auth| {
+            let r = self.call("list", &prefix, Body::Empty, &|auth| {
                 let mut req = self.agent.get(&url).query("prefix", &prefix);
                 if let Some(t) = &token {
                     req = req.query("pageToken", t);
@@ -484,7 +498,7 @@ impl Storage for GcsStorage {
                 if let Some(a) = auth {
                     req = req.set("Authorization", a);
                 }
-                req.call()
+                req
             })?;
             let body: serde_json::Value = read_json(r).map_err(|e| StorageError::Io {
                 op: "list",
@@ -554,12 +568,12 @@ impl Storage for GcsStorage {
     ) -> Result<Box<dyn Read + Send>, StorageError> {
         let name = cloud::ltx_key(&self.cfg.path, level, min_txid, max_txid);
         let url = self.object_url(&name);
-        let r = self.call("get", &name, &|auth| {
+        let r = self.call("get", &name, Body::Empty, &|auth| {
             let mut req = self.agent.get(&url).query("alt", "media");
             if let Some(a) = auth {
                 req = req.set("Authorization", a);
             }
-            req.call()
+            req
         })?;
         Ok(Box::new(r.into_reader()))
     }
@@ -567,12 +581,12 @@ impl Storage for GcsStorage {
     fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<(), StorageError> {
         let name = cloud::ltx_key(&self.cfg.path, level, min_txid, max_txid);
         let url = self.object_url(&name);
-        match self.call("delete", &name, &|auth| {
+        match self.call("delete", &name, Body::Empty, &|auth| {
             let mut req = self.agent.delete(&url);
             if let Some(a) = auth {
                 req = req.set("Authorization", a);
             }
-            req.call()
+            req
         }) {
             Ok(_) | Err(StorageError::NotFound { .. }) | Err(StorageError::NoSuchBucket(_)) => {
                 // A 404 on delete: the object (not necessarily the bucket) is gone.
@@ -591,7 +605,7 @@ impl Storage for GcsStorage {
             let Some(generation) = self.generation(&key)? else {
                 return Ok(None);
             };
-            let r = self.call("get", &key, &|auth| {
+            let r = self.call("get", &key, Body::Empty, &|auth| {
                 let mut req = self
                     .agent
                     .get(&url)
@@ -600,7 +614,7 @@ impl Storage for GcsStorage {
                 if let Some(a) = auth {
                     req = req.set("Authorization", a);
                 }
-                req.call()
+                req
             });
             match r {
                 Ok(r) => {
@@ -661,12 +675,12 @@ impl Storage for GcsStorage {
             });
         }
         let url = self.object_url(&key);
-        match self.call("delete", &key, &|auth| {
+        match self.call("delete", &key, Body::Empty, &|auth| {
             let mut req = self.agent.delete(&url).query("ifGenerationMatch", tag);
             if let Some(a) = auth {
                 req = req.set("Authorization", a);
             }
-            req.call()
+            req
         }) {
             Ok(_) | Err(StorageError::NotFound { .. }) | Err(StorageError::NoSuchBucket(_)) => {
                 Ok(())
