@@ -1143,7 +1143,7 @@ fn s3_urls_open_the_s3_backend() {
     );
     let st = walvfs::storage::from_url("s3://bkt.localhost:9000/p").unwrap();
     assert_eq!(st.describe(), "s3://bkt/p (endpoint http://localhost:9000)");
-    // gs:// without HMAC keys: GCS's own API with Google's credentials (src/storage/gcs.rs).
+    // gs:// without HMAC keys: GCS's own API with Google's credentials (src/storage/gcs/).
     let st = walvfs::storage::from_url("gs://gbkt/p").unwrap();
     assert!(
         st.describe().starts_with("gs://gbkt/p"),

@@ -37,7 +37,9 @@ use object_store::{
     PutOptions, PutPayload, UpdateVersion,
 };
 
-use super::cloud::{self, Connector, Runtime, StreamRead, PART_SIZE};
+use super::cloud::{
+    self, error_chain, looks_unreachable, status_in, Connector, Runtime, StreamRead, PART_SIZE,
+};
 use super::s3::litestream_timestamp;
 use super::{FileInfo, Precondition, RemoteFailure, Storage, StorageError, Tagged};
 use crate::config::{AbsConfig, AbsCredentialSource};
@@ -581,53 +583,6 @@ impl Storage for AzureStorage {
     }
 }
 
-/// An error with its sources, one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
-
-/// The HTTP status object_store's messages carry ("status code: 403 Forbidden", "status 403").
-pub(crate) fn status_in(text: &str) -> Option<u16> {
-    for pat in ["status code: ", "status: ", "status "] {
-        let mut rest = text;
-        while let Some(i) = rest.find(pat) {
-            let tail = &rest[i + pat.len()..];
-            let digits: String = tail.chars().take_while(|c| c.is_ascii_digit()).collect();
-            if digits.len() == 3 {
-                return digits.parse().ok();
-            }
-            rest = tail;
-        }
-    }
-    None
-}
-
-pub(crate) fn looks_unreachable(text: &str) -> bool {
-    let t = text.to_ascii_lowercase();
-    [
-        "connect",
-        "connection refused",
-        "dns",
-        "timed out",
-        "timeout",
-        "error sending request",
-        "broken pipe",
-        "reset",
-    ]
-    .iter()
-    .any(|p| t.contains(p))
-}
-
 /// `acct` from `https://acct.blob.core.windows.net` or Azurite's `http://host:port/acct`.
 fn account_from_endpoint(e: &str) -> Option<String> {
     let rest = e.split("://").nth(1)?;
@@ -661,11 +616,6 @@ mod tests {
 
     #[test]
     fn statuses_and_accounts() {
-        assert_eq!(
-            status_in("Server returned non-2xx status code: 403 Forbidden: x"),
-            Some(403)
-        );
-        assert_eq!(status_in("no status here"), None);
         assert_eq!(
             account_from_endpoint("http://127.0.0.1:10000/devstoreaccount1").as_deref(),
             Some("devstoreaccount1")

@@ -1,8 +1,9 @@
-//! What the Azure (`azure.rs`) and GCS (`gcs.rs`) backends share: Litestream's key layout for
+//! What the Azure (`azure.rs`) and GCS (`gcs/`) backends share: Litestream's key layout for
 //! both (`<path>/ltx/<level>/<min>-<max>.ltx`), the async runtime that drives `object_store`,
 //! the HTTP connector handed to it (reqwest over this crate's rustls configuration, ring
 //! crypto, walship's timeouts), a blocking `Read` over a download stream, reading a body in
-//! parts, and scrubbing secrets out of messages.
+//! parts, reading errors (their chain, an HTTP status, "unreachable") and scrubbing secrets
+//! out of messages.
 //!
 //! # The runtime, and who waits on it
 //! Each backend owns one current-thread tokio runtime, created on first use (so building a
@@ -234,6 +235,53 @@ impl Read for StreamRead {
     }
 }
 
+/// An error with its sources, one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// The HTTP status object_store's messages carry ("status code: 403 Forbidden", "status 403").
+pub(crate) fn status_in(text: &str) -> Option<u16> {
+    for pat in ["status code: ", "status: ", "status "] {
+        let mut rest = text;
+        while let Some(i) = rest.find(pat) {
+            let tail = &rest[i + pat.len()..];
+            let digits: String = tail.chars().take_while(|c| c.is_ascii_digit()).collect();
+            if digits.len() == 3 {
+                return digits.parse().ok();
+            }
+            rest = tail;
+        }
+    }
+    None
+}
+
+pub(crate) fn looks_unreachable(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    [
+        "connect",
+        "connection refused",
+        "dns",
+        "timed out",
+        "timeout",
+        "error sending request",
+        "broken pipe",
+        "reset",
+    ]
+    .iter()
+    .any(|p| t.contains(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +299,18 @@ mod tests {
         assert_eq!(level_dir("p", 10), "p/ltx/10");
         assert_eq!(named_key("p", "walship-lease.json"), "p/walship-lease.json");
         assert_eq!(named_key("", "x"), "x");
+    }
+
+    #[test]
+    fn statuses_in_messages() {
+        assert_eq!(
+            status_in("Server returned non-2xx status code: 403 Forbidden: x"),
+            Some(403)
+        );
+        assert_eq!(status_in("no status here"), None);
+        assert!(looks_unreachable(
+            "error sending request: Connection refused"
+        ));
     }
 
     #[test]
