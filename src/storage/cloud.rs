@@ -78,6 +78,16 @@ impl Runtime {
     }
 }
 
+impl Drop for Runtime {
+    /// Never blocks: a backend dropped on a thread that happens to be inside another tokio
+    /// runtime (a host app's) must not panic there, and nothing is left to wait for.
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// object_store's retries: a few attempts with capped exponential backoff, bounded in time, so
 /// an unreachable store fails within seconds and the shipper's own backoff takes over.
 pub(crate) fn retry_config() -> RetryConfig {
