@@ -269,7 +269,8 @@ def walship_writes_and_both_restore(tmp_path, cfg_text, env, listed, meta_key, r
     for r in (r1, r2):
         assert integrity(r) == "ok"
         assert content_hash(r) == want, r
-    st = run([str(WALSHIP), "status", "-config", str(cfg)], env=env, check=False)
+    st = run([str(WALSHIP), "status", "-config", str(cfg)], env=env)
+    assert str(db) in st.stdout, st.stdout
     shown = p.stderr + p.stdout + out["status"] + st.stdout + st.stderr
     for s in secrets:
         assert s not in shown, "a secret reached the app's output or the status"
