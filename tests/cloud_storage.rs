@@ -545,3 +545,82 @@ fn gcs_conditional_calls_carry_if_generation_match() {
         .iter()
         .any(|h| h.to_ascii_lowercase().contains("authorization:")));
 }
+
+/// No SAS token, no account key: the Azure credential chain. With a service principal in the
+/// environment (captured when the config is read), walship gets an Entra ID token from the
+/// authority (`AZURE_AUTHORITY_HOST`, here a local double) and sends it as the bearer; a 403
+/// with it names the identity variables to check, never the client secret.
+#[test]
+fn azure_credential_chain_uses_a_service_principal() {
+    let client_secret = "walship-client-secret-must-not-leak-0123";
+    let (token_port, token_seen) = fake_server(|head| {
+        if head.starts_with("POST /walship-tenant/oauth2/v2.0/token ") {
+            (
+                200,
+                r#"{"access_token":"walship-entra-token-0123456789","expires_in":3600,"token_type":"Bearer"}"#.into(),
+            )
+        } else {
+            (404, "{}".into())
+        }
+    });
+    let list = r#"<?xml version="1.0" encoding="utf-8"?><EnumerationResults><Prefix>p/ltx/0/</Prefix><Blobs></Blobs><NextMarker /></EnumerationResults>"#;
+    let (blob_port, blob_seen) = fake_server(move |head| {
+        if head.contains("walship-entra-token-0123456789") {
+            (200, list.into())
+        } else {
+            (
+                403,
+                "<Error><Code>AuthorizationFailure</Code></Error>".into(),
+            )
+        }
+    });
+    let authority = format!("http://127.0.0.1:{token_port}");
+    let env = [
+        ("AZURE_CLIENT_ID", "walship-client-id"),
+        ("AZURE_CLIENT_SECRET", client_secret),
+        ("AZURE_TENANT_ID", "walship-tenant"),
+        ("AZURE_AUTHORITY_HOST", authority.as_str()),
+    ];
+    let yaml = format!(
+        "      type: abs\n      account-name: acct\n      bucket: c\n      path: p\n      endpoint: http://127.0.0.1:{blob_port}/acct\n"
+    );
+    let c = abs_config(&yaml, &env);
+    assert_eq!(
+        c.credential_source,
+        walvfs::config::AbsCredentialSource::DefaultChain
+    );
+    let st = AzureStorage::from_config(&c).unwrap();
+    assert_eq!(st.list(0).unwrap(), vec![]);
+    let token_req = token_seen.lock().unwrap().clone();
+    assert_eq!(token_req.len(), 1, "{token_req:?}");
+    let blob_req = blob_seen.lock().unwrap().clone();
+    assert!(
+        blob_req[0]
+            .to_ascii_lowercase()
+            .contains("authorization: bearer walship-entra-token-0123456789"),
+        "{blob_req:?}"
+    );
+    // A token the store refuses.
+    let (deny_port, _) = fake_server(|_| {
+        (
+            403,
+            "<Error><Code>AuthorizationPermissionMismatch</Code></Error>".into(),
+        )
+    });
+    let c = abs_config(
+        &yaml.replace(
+            &format!("127.0.0.1:{blob_port}"),
+            &format!("127.0.0.1:{deny_port}"),
+        ),
+        &env,
+    );
+    let st = AzureStorage::from_config(&c).unwrap();
+    let e = st.list(0).expect_err("403");
+    assert!(matches!(e, StorageError::Credentials(_)), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains("AZURE_CLIENT_ID"), "{msg}");
+    assert_no_secret(
+        &[msg, format!("{e:?}"), format!("{c:?}"), format!("{st:?}")],
+        &[client_secret],
+    );
+}

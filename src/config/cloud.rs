@@ -111,6 +111,17 @@ pub(crate) fn build_gcs(ctx: &Ctx<'_>, g: &Given<'_>) -> Result<GcsConfig, Confi
     })
 }
 
+/// The variables Azure's credential chain reads (service principal, workload identity,
+/// managed identity endpoint), as object_store's chain uses them.
+pub(crate) const AZURE_IDENTITY_VARS: [&str; 6] = [
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_TENANT_ID",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_AUTHORITY_HOST",
+    "MSI_ENDPOINT",
+];
+
 /// `type: abs`, with Litestream 0.5's keys and credential order.
 pub(crate) fn build_abs(ctx: &Ctx<'_>, g: &Given<'_>) -> Result<AbsConfig, ConfigError> {
     if let Some(u) = g.url {
@@ -187,7 +198,16 @@ pub(crate) fn build_abs(ctx: &Ctx<'_>, g: &Given<'_>) -> Result<AbsConfig, Confi
             message: format!("{container:?} is not an Azure container name: use lower-case letters, digits and `-` (3 to 63 characters)"),
         });
     }
+    let identity_env = if source == AbsCredentialSource::DefaultChain {
+        AZURE_IDENTITY_VARS
+            .iter()
+            .filter_map(|v| ctx.env(v).map(|x| (v.to_string(), Secret::new(x))))
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(AbsConfig {
+        identity_env,
         account_name,
         container,
         path,
@@ -230,7 +250,16 @@ mod tests {
 
     #[test]
     fn the_guides_abs_block_and_litestreams_credential_order() {
-        let a = abs(GUIDE_ABS, &[]);
+        let a = abs(
+            GUIDE_ABS,
+            &[
+                ("AZURE_CLIENT_ID", "cid"),
+                ("AZURE_CLIENT_SECRET", "walship-client-secret-0123"),
+            ],
+        );
+        let names: Vec<&str> = a.identity_env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"]);
+        assert!(!format!("{a:?}").contains("walship-client-secret"));
         assert_eq!(a.account_name.as_deref(), Some("your-storage-account"));
         assert_eq!(
             (a.container.as_str(), a.path.as_str()),

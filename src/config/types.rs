@@ -326,6 +326,10 @@ pub struct AbsConfig {
     /// The account key, when that is the credential used.
     pub account_key: Option<Secret>,
     pub credential_source: AbsCredentialSource,
+    /// For [`AbsCredentialSource::DefaultChain`]: the Azure identity variables set at load time
+    /// (`AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`, `AZURE_TENANT_ID`, `AZURE_FEDERATED_TOKEN_FILE`,
+    /// `AZURE_AUTHORITY_HOST`, `MSI_ENDPOINT`), name and value.
+    pub identity_env: Vec<(String, Secret)>,
     /// `skip-verify` (TLS; test servers only).
     pub skip_verify: bool,
 }
@@ -340,6 +344,10 @@ impl fmt::Debug for AbsConfig {
             .field("sas_token", &self.sas_token.as_ref().map(|_| "***"))
             .field("account_key", &self.account_key.as_ref().map(|_| "***"))
             .field("credential_source", &self.credential_source)
+            .field(
+                "identity_env",
+                &self.identity_env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
             .field("skip_verify", &self.skip_verify)
             .finish()
     }

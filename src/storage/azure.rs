@@ -13,7 +13,8 @@
 //! # Credentials, in Litestream 0.5's order (chosen by the config module)
 //! `sas-token` / `LITESTREAM_AZURE_SAS_TOKEN`, else `account-key` /
 //! `LITESTREAM_AZURE_ACCOUNT_KEY` (Shared Key for `account-name`), else object_store's
-//! credential chain: workload identity (`AZURE_CLIENT_ID`, `AZURE_TENANT_ID`,
+//! credential chain, from the `AZURE_*` variables the config module captured at load:
+//! workload identity (`AZURE_CLIENT_ID`, `AZURE_TENANT_ID`,
 //! `AZURE_FEDERATED_TOKEN_FILE`), a service principal secret (`AZURE_CLIENT_ID`,
 //! `AZURE_CLIENT_SECRET`, `AZURE_TENANT_ID`), else managed identity (IMDS, or
 //! `IDENTITY_ENDPOINT`). The Azure CLI and client certificates, which Go's
@@ -136,21 +137,18 @@ impl AzureStorage {
         } else if let Some(k) = &c.account_key {
             b = b.with_access_key(k.expose());
         } else {
-            // The credential chain, from the variables Azure's SDKs read.
-            for (var, key) in [
-                ("AZURE_CLIENT_ID", AzureConfigKey::ClientId),
-                ("AZURE_CLIENT_SECRET", AzureConfigKey::ClientSecret),
-                ("AZURE_TENANT_ID", AzureConfigKey::AuthorityId),
-                (
-                    "AZURE_FEDERATED_TOKEN_FILE",
-                    AzureConfigKey::FederatedTokenFile,
-                ),
-                ("AZURE_AUTHORITY_HOST", AzureConfigKey::AuthorityHost),
-                ("MSI_ENDPOINT", AzureConfigKey::MsiEndpoint),
-            ] {
-                if let Some(v) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
-                    b = b.with_config(key, v);
-                }
+            // The credential chain, from the variables Azure's SDKs read (captured at load).
+            for (var, value) in &c.identity_env {
+                let key = match var.as_str() {
+                    "AZURE_CLIENT_ID" => AzureConfigKey::ClientId,
+                    "AZURE_CLIENT_SECRET" => AzureConfigKey::ClientSecret,
+                    "AZURE_TENANT_ID" => AzureConfigKey::AuthorityId,
+                    "AZURE_FEDERATED_TOKEN_FILE" => AzureConfigKey::FederatedTokenFile,
+                    "AZURE_AUTHORITY_HOST" => AzureConfigKey::AuthorityHost,
+                    "MSI_ENDPOINT" => AzureConfigKey::MsiEndpoint,
+                    _ => continue,
+                };
+                b = b.with_config(key, value.expose());
             }
         }
         let store = b.build().map_err(|e| {
@@ -172,6 +170,11 @@ impl AzureStorage {
         }
         if let Some(k) = &self.cfg.account_key {
             v.push(k.expose());
+        }
+        for (name, value) in &self.cfg.identity_env {
+            if name == "AZURE_CLIENT_SECRET" {
+                v.push(value.expose());
+            }
         }
         v
     }
