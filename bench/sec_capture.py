@@ -585,8 +585,8 @@ def report(ctx, b, c, o, u, m, big, lim, elapsed):
         f"{w['close_s']:.1f} s (plain {p['close_s']:.1f} s); open descriptors {w['fds']:,} vs {p['fds']:,}. "
         f"{len(w['warnings'])} warnings in the log"
         + (f", e.g. `{re.sub(r'/tmp/[^ ]*/', '…/', w['warnings'][0])[:300]}`" if w["warnings"] else "")
-        + f".{scale} The design still runs one shipper thread per replicated database (docs/ARCHITECTURE.md, "
-        "\"Not done yet\"), hence the threads.",
+        + f".{scale} Every replicated database is stepped by one shipper pool of at most 4 threads "
+        "(`src/shipper/pool.rs`).",
         "",
         f"**10 000 databases: not run.** walship keeps {lim['per_db']} descriptors open per replicated database "
         "(plain SQLite 3: the database, its WAL and -shm; walship adds its lock file and a second handle on "

@@ -91,7 +91,11 @@ impl SnapshotError {
 ///
 /// `shared` (the app's side of this database, when the app has it open in this process) lets a
 /// retry hold a WAL read lock through the app's own wal-index mapping.
-pub fn take(db_path: &str, work_dir: &Path, shared: Option<&Shared>) -> Result<Image, SnapshotError> {
+pub fn take(
+    db_path: &str,
+    work_dir: &Path,
+    shared: Option<&Shared>,
+) -> Result<Image, SnapshotError> {
     match take_in(db_path, work_dir, "snapshot.tmp", shared) {
         Err(e) if e.is_local_disk() => {
             let tmp = std::env::temp_dir();

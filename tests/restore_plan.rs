@@ -504,6 +504,44 @@ fn many_files_parallel_and_sequential_give_the_same_image() {
     }
 }
 
+/// However many workers and however small the window's file count, the files downloaded ahead
+/// of the one being applied never add up to more than `ahead_bytes`: restore memory is bounded
+/// by bytes, not by `parallelism x file size`.
+#[test]
+fn files_downloaded_ahead_stay_within_the_byte_budget() {
+    let h = history(200);
+    let m = replica(&h, 200, &[]);
+    let p = restore::plan(&m, Target::Latest).unwrap();
+    let sizes: Vec<u64> = p.files.iter().map(|f| f.info.size).collect();
+    let budget = sizes[1..].iter().max().unwrap() * 3;
+    let out = Out::new("budget");
+    let opts = ApplyOptions {
+        parallelism: 32,
+        stream_above: u64::MAX,
+        ahead_bytes: budget,
+        ..ApplyOptions::default()
+    };
+    let mut worst = 0u64;
+    let applied = restore::apply_with(&m, &p, &out.0, &opts, &mut |pr| {
+        // Every open past the applied file is a download ahead of it, claimed in plan order.
+        let opened = m.opens.load(Ordering::SeqCst);
+        let ahead = opened.saturating_sub(pr.index + 1);
+        let end = (pr.index + 1 + ahead).min(sizes.len());
+        worst = worst.max(sizes[pr.index + 1..end].iter().sum());
+    })
+    .unwrap();
+    assert_eq!(applied.files, 200);
+    assert!(
+        worst <= budget,
+        "{worst} bytes were downloaded ahead of the applied file (budget {budget})"
+    );
+    assert!(
+        worst > 0,
+        "nothing was downloaded ahead: the test proves nothing"
+    );
+    assert!(std::fs::read(&out.0).unwrap() == h.image(200));
+}
+
 #[test]
 fn a_corrupt_file_is_named_and_fails_the_restore() {
     let h = history(10);

@@ -1,5 +1,5 @@
-//! One entry under `dbs:`: its database path (`path:`, with `sqlite://` prefixes stripped;
-//! `dir:`/`pattern:` are rejected), per-database settings, `snapshot:` (also read at the top
+//! One entry under `dbs:`: its database path (`path:`, with `sqlite://` prefixes stripped), or
+//! a directory of databases (`dir:` + `pattern:` + `recursive:`), per-database settings, `snapshot:` (also read at the top
 //! level, as the default each database inherits), and its single replica (`replica:` or a
 //! one-item `replicas:`), which replica.rs builds.
 //!
@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use super::error::ConfigError;
-use super::fields::{join_key, missing, ne, Ctx, Fields};
+use super::fields::{join_key, missing, ne, Ctx, Fields, Val};
 use super::paths::resolve_path;
 use super::replica::build_replica;
 use super::settings::RawSettings;
@@ -56,7 +56,13 @@ pub(crate) fn build_db(
         Some((n, k)) => Some(ctx.string(n, &k)?),
         None => None,
     };
-    f.ignore(&["recursive", "watch", "meta-dir"]);
+    let recursive = match f.take("recursive") {
+        Some((n, k)) => ctx.bool(n, &k)?.unwrap_or(false),
+        None => false,
+    };
+    // `watch:` needs nothing here: walship sees every database the app opens, as it opens it.
+    f.ignore(&["watch", "meta-dir"]);
+    let mut dir_match = None;
     let path = match (path, ne(&dir).or(ne(&pattern))) {
         (Some(p), None) if !p.text.is_empty() => p,
         (Some(p), Some(_)) if !p.text.is_empty() => {
@@ -68,10 +74,37 @@ pub(crate) fn build_db(
             })
         }
         (_, Some(_)) => {
-            return Err(ConfigError::DirectoryNotSupported {
-                at: ctx.at(node.line()),
-                key,
-            })
+            let nonempty = |v: &Option<Val>| v.clone().filter(|v| v.non_empty().is_some());
+            let (Some(d), Some(pat)) = (nonempty(&dir), nonempty(&pattern)) else {
+                let (what, which) = if ne(&dir).is_some() {
+                    ("pattern", "`pattern:` (e.g. \"*.db\") with `dir:`")
+                } else {
+                    ("dir", "`dir:` (the directory) with `pattern:`")
+                };
+                return Err(missing(
+                    ctx,
+                    None,
+                    join_key(&key, what),
+                    node.line(),
+                    &format!("directory replication needs {which}"),
+                ));
+            };
+            if let Err(e) = glob::Pattern::new(&pat.text) {
+                return Err(ConfigError::Conflict {
+                    at: ctx.at(pat.line),
+                    key: pat.key.clone(),
+                    message: format!(
+                        "{:?} is not a valid file-name pattern ({e}); use `*`, `?` and `[...]`, \
+                         e.g. \"*.db\"",
+                        pat.text
+                    ),
+                });
+            }
+            dir_match = Some(DirMatch {
+                pattern: pat.text.clone(),
+                recursive,
+            });
+            d
         }
         (path, None) => {
             return Err(missing(
@@ -91,6 +124,7 @@ pub(crate) fn build_db(
     let db_path = resolve_path(ctx, raw, &path.key, path.line)?;
     let snapshot = read_snapshot(ctx, &mut f, gsnap)?;
     let mut db = DbConfig::with_defaults(db_path, key.clone(), placeholder_replica(), snapshot);
+    db.dir = dir_match;
     if let Some((n, k)) = f.take("meta-path") {
         let v = ctx.string(n, &k)?;
         if let Some(t) = v.non_empty() {

@@ -111,10 +111,6 @@ pub enum ConfigError {
         kind: String,
     },
 
-    /// `dir:` + `pattern:` directory replication.
-    #[error("{at}: {key} uses `dir:`/`pattern:` directory replication, which walship does not support yet; list each database with its own `path:` entry")]
-    DirectoryNotSupported { at: Location, key: String },
-
     /// Two settings that cannot be combined (url + path, replica + replicas, two replicas, ...).
     #[error("{at}: {key}: {message}")]
     Conflict {

@@ -304,26 +304,57 @@ impl Config {
     /// name>` (hence `Cow::Owned`).
     pub fn db_for(&self, path: &Path) -> Option<Cow<'_, DbConfig>> {
         let want = canonical_db_path(path);
-        if let Some(db) = self.dbs.iter().find(|d| canonical_db_path(&d.path) == want) {
+        let entries = || self.dbs.iter();
+        if let Some(db) = entries().find(|d| d.dir.is_none() && canonical_db_path(&d.path) == want)
+        {
             return Some(Cow::Borrowed(db));
         }
+        if let Some(db) = entries().find_map(|d| dir_entry_for(d, &want)) {
+            return Some(Cow::Owned(db));
+        }
         let template = self.default_replica.as_ref()?;
-        let name = want.file_name()?.to_os_string();
+        let name = want.file_name()?.to_string_lossy().into_owned();
         let mut replica = template.clone();
         // `WALSHIP_REPLICA_URL` rule: <url>/<database file name>.
-        let key_name = name.to_string_lossy();
-        match &mut replica.kind {
-            ReplicaKind::File { path } => *path = path.join(&name),
-            ReplicaKind::S3(c) => c.path = join_prefix(&c.path, &key_name),
-            ReplicaKind::Gcs(c) => c.path = join_prefix(&c.path, &key_name),
-            ReplicaKind::Abs(c) => c.path = join_prefix(&c.path, &key_name),
-        }
+        with_sub_path(&mut replica, &name);
         Some(Cow::Owned(DbConfig::with_defaults(
             want,
             ENV_REPLICA_URL.into(),
             replica,
             self.snapshot,
         )))
+    }
+}
+
+/// The configuration a `dir:` entry gives the database at `want` (canonical), if it covers it:
+/// `want` lies in the directory (or below it, with `recursive: true`) and its file name matches
+/// `pattern`. Litestream 0.5's rule for where its replica goes: the entry's replica path (or
+/// URL path) joined with the database's path relative to the directory.
+fn dir_entry_for(d: &DbConfig, want: &Path) -> Option<DbConfig> {
+    let m = d.dir.as_ref()?;
+    let rel = want.strip_prefix(canonical_db_path(&d.path)).ok()?;
+    let depth = rel.components().count();
+    if depth == 0 || (depth > 1 && !m.recursive) {
+        return None;
+    }
+    let name = want.file_name()?.to_string_lossy();
+    if !glob::Pattern::new(&m.pattern).is_ok_and(|p| p.matches(&name)) {
+        return None;
+    }
+    let mut db = d.clone();
+    db.path = want.to_path_buf();
+    db.dir = None;
+    with_sub_path(&mut db.replica, &rel.to_string_lossy());
+    Some(db)
+}
+
+/// `replica` moved down to `rel` (a `/`-separated path) under its own path or prefix.
+fn with_sub_path(replica: &mut ReplicaConfig, rel: &str) {
+    match &mut replica.kind {
+        ReplicaKind::File { path } => *path = path.join(rel),
+        ReplicaKind::S3(c) => c.path = join_prefix(&c.path, rel),
+        ReplicaKind::Gcs(c) => c.path = join_prefix(&c.path, rel),
+        ReplicaKind::Abs(c) => c.path = join_prefix(&c.path, rel),
     }
 }
 

@@ -504,12 +504,16 @@ fn unsupported_and_unknown_types() {
 fn structural_errors() {
     let msg = err("dbs:\n  - replica:\n      url: file:///b\n");
     assert!(msg.contains("`dbs[0].path` is required"), "{msg}");
-    let msg =
-        err("dbs:\n  - dir: /data\n    pattern: '*.db'\n    replica:\n      url: file:///b\n");
+    let msg = err("dbs:\n  - dir: /data\n    replica:\n      url: file:///b\n");
     assert!(
-        msg.contains("dbs[0] uses `dir:`/`pattern:`") && msg.contains("not support yet"),
+        msg.contains("dbs[0].pattern") && msg.contains("directory replication needs"),
         "{msg}"
     );
+    let msg =
+        err("dbs:\n  - dir: /data\n    pattern: '[*.db'\n    replica:\n      url: file:///b\n");
+    assert!(msg.contains("not a valid file-name pattern"), "{msg}");
+    let msg = err("dbs:\n  - path: /a.db\n    dir: /data\n    pattern: '*.db'\n    replica:\n      url: file:///b\n");
+    assert!(msg.contains("cannot set both `path` and `dir`"), "{msg}");
     let msg = err("dbs:\n  - path: /a.db\n");
     assert!(msg.contains("`dbs[0].replica` is required"), "{msg}");
     let msg = err("dbs:\n  - path: /a.db\n    replica: {url: 'file:///b'}\n    replicas: [{url: 'file:///c'}]\n");
@@ -967,4 +971,42 @@ fn logging_values_warn_and_stderr_false_means_stdout() {
     let c = ok("logging:\n  level: WARN\n  type: json\ndbs:\n  - path: /d/a.db\n    replica:\n      path: /r\n");
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     assert_eq!(c.logging.stderr, None);
+}
+
+/// Litestream 0.5's directory replication: a database opened under `dir:` whose file name
+/// matches `pattern:` replicates to the entry's replica path joined with its path relative to
+/// the directory (subdirectories only with `recursive: true`); an exact `path:` entry wins.
+#[test]
+fn dir_entries_cover_matching_databases_under_the_directory() {
+    let root = std::env::temp_dir().join(format!("walship-dir-config-{}", std::process::id()));
+    std::fs::create_dir_all(root.join("t/sub")).unwrap();
+    let r = root.display();
+    let cfg = ok(&format!(
+        "dbs:\n  - path: {r}/t/own.db\n    replica:\n      url: file:///own\n  - dir: {r}/t\n    pattern: '*.db'\n    replica:\n      url: s3://bk/tenants\n  - dir: {r}/t/sub\n    pattern: 'x-*.sqlite'\n    recursive: true\n    replica:\n      path: /rep\n"
+    ));
+    let s3_path = |p: &str| match cfg.db_for(&root.join(p)).map(|d| d.replica.kind.clone()) {
+        Some(ReplicaKind::S3(c)) => Some(c.path),
+        other => panic!("{p}: {other:?}"),
+    };
+    assert_eq!(s3_path("t/a.db").as_deref(), Some("tenants/a.db"));
+    let own = cfg.db_for(&root.join("t/own.db")).unwrap();
+    assert!(matches!(&own.replica.kind, ReplicaKind::File { path } if path == Path::new("/own")));
+    // Not recursive: t/sub/b.db is not the first entry's; the second wants x-*.sqlite.
+    assert!(cfg.db_for(&root.join("t/sub/b.db")).is_none());
+    assert!(cfg.db_for(&root.join("t/a.sqlite")).is_none());
+    assert!(cfg.db_for(&root.join("other/a.db")).is_none());
+    std::fs::create_dir_all(root.join("t/sub/deep")).unwrap();
+    let deep = cfg.db_for(&root.join("t/sub/deep/x-1.sqlite")).unwrap();
+    assert!(
+        matches!(&deep.replica.kind, ReplicaKind::File { path } if path == Path::new("/rep/deep/x-1.sqlite")),
+        "{:?}",
+        deep.replica.kind
+    );
+    assert_eq!(
+        deep.path,
+        root.join("t/sub/deep/x-1.sqlite")
+            .canonicalize()
+            .unwrap_or(root.join("t/sub/deep/x-1.sqlite"))
+    );
+    let _ = std::fs::remove_dir_all(&root);
 }

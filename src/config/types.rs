@@ -405,6 +405,18 @@ pub struct DbConfig {
     pub max_sync_wal_bytes: i64,
     /// `restore-if-db-not-exists`. Default false.
     pub restore_if_db_not_exists: bool,
+    /// `dir:` + `pattern:` (+ `recursive:`): this entry stands for every database opened
+    /// under `path` (then the directory) whose file name matches; see `Config::db_for`.
+    pub dir: Option<DirMatch>,
+}
+
+/// Litestream 0.5's directory replication: which databases under a directory an entry covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirMatch {
+    /// The glob the database's file name must match (`*.db`).
+    pub pattern: String,
+    /// Databases in subdirectories too (their replica path keeps the subdirectories).
+    pub recursive: bool,
 }
 
 impl DbConfig {
@@ -429,6 +441,7 @@ impl DbConfig {
             truncate_page_n: defaults::TRUNCATE_PAGE_N,
             max_sync_wal_bytes: defaults::MAX_SYNC_WAL_BYTES,
             restore_if_db_not_exists: false,
+            dir: None,
         }
     }
 }

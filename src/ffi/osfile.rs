@@ -168,7 +168,14 @@ impl OsFile {
         }
         for slot in WAL_READ_LOCK_1..WAL_READ_LOCK_1 + WAL_NREADER - 1 {
             // SAFETY: the wal-index is mapped on this file; one slot, shared.
-            let rc = unsafe { lock(self.file, slot, 1, sys::SQLITE_SHM_LOCK | sys::SQLITE_SHM_SHARED) };
+            let rc = unsafe {
+                lock(
+                    self.file,
+                    slot,
+                    1,
+                    sys::SQLITE_SHM_LOCK | sys::SQLITE_SHM_SHARED,
+                )
+            };
             if rc == sys::SQLITE_OK {
                 return Ok(Some(WalReadLock { file: self, slot }));
             }
@@ -186,7 +193,12 @@ impl Drop for WalReadLock<'_> {
         unsafe {
             let m = &*(*self.file.file).pMethods;
             if let Some(lock) = m.xShmLock {
-                lock(self.file.file, self.slot, 1, sys::SQLITE_SHM_UNLOCK | sys::SQLITE_SHM_SHARED);
+                lock(
+                    self.file.file,
+                    self.slot,
+                    1,
+                    sys::SQLITE_SHM_UNLOCK | sys::SQLITE_SHM_SHARED,
+                );
             }
             if let Some(unmap) = m.xShmUnmap {
                 unmap(self.file.file, 0);

@@ -2,16 +2,16 @@
 //! path — two atomics, and a wake-up only when the shipper sleeps idle (the first commit of an
 //! interval starts its clock) or the WAL grew past the early-ship mark — so it never blocks,
 //! never fails and holds no copy of the data. `flush` and `shutdown` wait, bounded by their
-//! timeout, for the shipper thread's answer.
+//! timeout, for the shipper's answer (it runs on the process's shipper pool, `pool.rs`).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::{JoinHandle, Thread};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender};
 
+use super::pool::Job;
 use super::Shipper;
 use crate::capture::Shared;
 use crate::clock::now_ms;
@@ -122,7 +122,7 @@ pub(super) struct Wake {
     pub early_mx: AtomicU32,
     /// Every handle is gone: the shipper ships what it has and stops.
     pub closed: AtomicBool,
-    pub thread: OnceLock<Thread>,
+    job: OnceLock<Weak<Job>>,
 }
 
 impl Default for Wake {
@@ -133,15 +133,16 @@ impl Default for Wake {
             last_commit_ms: AtomicI64::new(0),
             early_mx: AtomicU32::new(u32::MAX),
             closed: AtomicBool::new(false),
-            thread: OnceLock::new(),
+            job: OnceLock::new(),
         }
     }
 }
 
 impl Wake {
+    /// Asks the pool for a turn of this shipper (never waits for it).
     pub fn wake(&self) {
-        if let Some(t) = self.thread.get() {
-            t.unpark();
+        if let Some(job) = self.job.get().and_then(Weak::upgrade) {
+            job.wake();
         }
     }
 }
@@ -156,7 +157,9 @@ pub struct Handle {
     queued: Arc<AtomicUsize>,
     wake: Arc<Wake>,
     status: Arc<Mutex<Status>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    job: Arc<Job>,
+    /// The process that started the shipper: a forked child has no shipper to ask.
+    pid: u32,
 }
 
 impl Handle {
@@ -170,7 +173,7 @@ impl Handle {
         let wake = Arc::new(Wake::default());
         let metrics = crate::metrics::for_db(&settings.db_path, &storage.describe());
         metrics.attach_queue(queued.clone());
-        let mut s = Shipper::new(
+        let s = Shipper::new(
             settings,
             storage,
             rx,
@@ -180,16 +183,17 @@ impl Handle {
             metrics,
             shared,
         );
-        let thread = std::thread::Builder::new()
-            .name("walship-shipper".into())
-            .spawn(move || s.run())
-            .ok();
+        let name = s.s.db_path.clone();
+        let job = Job::start_with(s, &name, |job| {
+            let _ = wake.job.set(Arc::downgrade(job));
+        });
         Handle {
             tx,
             queued,
             wake,
             status,
-            thread: Mutex::new(thread),
+            job,
+            pid: std::process::id(),
         }
     }
 
@@ -197,8 +201,8 @@ impl Handle {
     /// frames stay in the WAL; the shipper reads them.
     pub fn notify(&self, mx: Option<u32>) {
         self.wake.last_commit_ms.store(now_ms(), Ordering::Relaxed);
-        self.wake.notified.store(true, Ordering::Release);
-        // Pairs with the shipper's store of `idle` before it parks: either it sees `notified`
+        self.wake.notified.store(true, Ordering::SeqCst);
+        // Pairs with the shipper's store of `idle` at the end of its turn: either it sees `notified`
         // or this sees it idle.
         if (self.wake.idle.load(Ordering::SeqCst) && self.wake.idle.swap(false, Ordering::SeqCst))
             || mx.is_some_and(|m| m >= self.wake.early_mx.load(Ordering::Relaxed))
@@ -212,6 +216,13 @@ impl Handle {
         make: impl FnOnce(Sender<Result<u64, String>>) -> Msg,
         timeout: Duration,
     ) -> Result<u64, String> {
+        if std::process::id() != self.pid {
+            return Err(
+                "the database is replicated by the process that opened it, not by this \
+                        forked child"
+                    .into(),
+            );
+        }
         let (ack_tx, ack_rx) = bounded(1);
         self.tx
             .send_timeout(make(ack_tx), timeout)
@@ -228,13 +239,14 @@ impl Handle {
         self.request(Msg::Flush, timeout)
     }
 
-    /// Ships what is left and stops the thread, waiting at most `timeout`.
+    /// Ships what is left and stops the shipper, waiting at most `timeout`.
     pub fn shutdown(&self, timeout: Duration) -> Result<u64, String> {
+        let start = Instant::now();
         let r = self.request(Msg::Shutdown, timeout);
+        // A reopen of the database must not overlap the old shipper's last act.
         if r.is_ok() {
-            if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                let _ = t.join();
-            }
+            self.job
+                .wait_finished(timeout.saturating_sub(start.elapsed()));
         }
         r
     }

@@ -67,7 +67,15 @@ impl Shipper {
         let restored = restore::plan(&self.storage, Target::Txid(txid))
             .map_err(|e| e.to_string())
             .and_then(|plan| {
-                restore::apply(&self.storage, &plan, &out, &mut |_| {}).map_err(|e| e.to_string())
+                // A scratch image: no fsync, and one download at a time (SQLite's tests run
+                // hundreds of these on small databases).
+                let opts = restore::ApplyOptions {
+                    parallelism: 1,
+                    sync: false,
+                    ..restore::ApplyOptions::default()
+                };
+                restore::apply_with(&self.storage, &plan, &out, &opts, &mut |_| {})
+                    .map_err(|e| e.to_string())
             });
         if let Err(e) = restored {
             let _ = std::fs::remove_file(&out);

@@ -1,5 +1,6 @@
-//! Shipper: one background thread per replicated database. Woken by commits (or by its clock,
-//! which also notices commits made by other processes), it reads the committed WAL frames once
+//! Shipper: one per replicated database, stepped by the process's shipper pool (`pool.rs`, a
+//! few threads for every database). Woken by commits (or by its clock, which also notices
+//! commits made by other processes), it reads the committed WAL frames once
 //! per sync interval through `capture::Tail`, encodes them into one level-0 LTX file (streamed to
 //! a local file, never held in memory), and uploads it — or spools it while storage is down.
 //! When continuity cannot be proven it resynchronises: the pages that differ between an image of
@@ -18,6 +19,7 @@ mod judge;
 pub mod lease;
 mod lock;
 mod maintain;
+mod pool;
 mod position;
 mod spool;
 mod state;
@@ -40,7 +42,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{Receiver, TryRecvError};
 
 use crate::capture::{Position, Shared};
 use crate::clock::now_ms;
@@ -82,7 +84,6 @@ struct Shipper {
     foreign_read: bool,
     retry_at: Option<Instant>,
     backoff: Duration,
-    deferred: Vec<Msg>,
     maint: maintain::Maintenance,
     status_written: Option<Instant>,
     spool: spool::Spool,
@@ -127,7 +128,6 @@ impl Shipper {
             foreign_read: false,
             retry_at: None,
             backoff: Duration::from_millis(100),
-            deferred: Vec::new(),
             maint,
             status_written: None,
             spool,
@@ -140,98 +140,94 @@ impl Shipper {
         }
     }
 
-    pub(super) fn run(&mut self) {
-        let _ = self.wake.thread.set(std::thread::current());
-        loop {
-            if self.may_write(false) {
-                self.try_repair();
+    /// One turn of the shipper on a pool worker (`pool.rs`): repairs, one request, the commits
+    /// since the last turn, a batch if its interval is over, maintenance. Returns when it wants
+    /// its next turn (a commit or a request wakes it sooner), or `None` once it has stopped.
+    pub(super) fn step(&mut self) -> Option<Instant> {
+        // Commits made during this turn are seen at its end, without a wake-up.
+        self.wake.idle.store(false, Ordering::SeqCst);
+        if self.may_write(false) {
+            self.try_repair();
+        }
+        match self.take_msg() {
+            Ok(Msg::Flush(ack)) => {
+                let r = self.sync_all();
+                let _ = ack.send(r);
             }
-            let wait = self.next_wakeup().saturating_duration_since(Instant::now());
-            let msg = match self.deferred.pop() {
-                Some(m) => Ok(m),
-                None => self.next_msg(wait),
-            };
-            match msg {
-                Ok(Msg::Flush(ack)) => {
-                    let r = self.sync_all();
-                    let _ = ack.send(r);
-                }
-                Ok(Msg::Shutdown(ack)) => {
-                    // The other writer may have exited meanwhile: this process's commits since
-                    // are then its own to ship (take over now rather than at the next retry).
-                    if self.gate.other_writer() && !self.may_write(true) {
-                        // Not this process's replica: nothing of ours to ship (and the reason
-                        // was logged already).
-                        log::debug!("{}: closed without shipping", self.s.db_path);
-                        self.publish_status(true, false);
-                        self.release_writer();
-                        let _ = ack.send(Ok(0));
-                        return;
-                    }
-                    let r = self.sync_all();
-                    if r.is_ok() {
-                        self.mark_clean();
-                        #[cfg(feature = "judge")]
-                        self.judge(true);
-                    }
+            Ok(Msg::Shutdown(ack)) => {
+                // The other writer may have exited meanwhile: this process's commits since
+                // are then its own to ship (take over now rather than at the next retry).
+                if self.gate.other_writer() && !self.may_write(true) {
+                    // Not this process's replica: nothing of ours to ship (and the reason
+                    // was logged already).
+                    log::debug!("{}: closed without shipping", self.s.db_path);
                     self.publish_status(true, false);
                     self.release_writer();
-                    let _ = ack.send(r);
-                    return;
+                    let _ = ack.send(Ok(0));
+                    return None;
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    let _ = self.sync_all();
-                    self.release_writer();
-                    return;
+                let r = self.sync_all();
+                if r.is_ok() {
+                    self.mark_clean();
+                    #[cfg(feature = "judge")]
+                    self.judge(true);
                 }
+                self.publish_status(true, false);
+                self.release_writer();
+                let _ = ack.send(r);
+                return None;
             }
-            self.note_commits();
-            // What the wal-index says is committed and not yet read: the status's backlog.
-            self.queued
-                .store(self.wal_backlog() as usize, Ordering::Relaxed);
-            let due = self
-                .batch_started
-                .is_some_and(|t| t.elapsed() >= self.s.sync_interval);
-            // While storage is down (a retry pending with files spooled), each interval's
-            // file still goes to the spool: an outage costs local disk, not WAL growth.
-            if (due || self.wal_backlog() >= BATCH_SHIP_BYTES)
-                && self.need_snapshot.is_none()
-                && (self.retry_at.is_none() || self.spooled > 0)
-            {
-                // Everything committed by the deadline belongs in this file, not the next.
-                self.ship_batch_logged();
+            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) => {
+                let _ = self.sync_all();
+                self.release_writer();
+                return None;
             }
-            self.maintain();
         }
-    }
-
-    /// The next message, sleeping at most `wait` for one. Senders wake this thread only when it
-    /// sleeps idle (see `handle.rs`), so events of a running interval wait in the queue until
-    /// its deadline.
-    fn next_msg(&self, wait: Duration) -> Result<Msg, RecvTimeoutError> {
-        let take = |rx: &Receiver<Msg>, closed: bool| match rx.try_recv() {
-            Ok(m) => Ok(m),
-            Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
-            Err(TryRecvError::Empty) if closed => Err(RecvTimeoutError::Disconnected),
-            Err(TryRecvError::Empty) => Err(RecvTimeoutError::Timeout),
-        };
-        let closed = || self.wake.closed.load(Ordering::SeqCst);
-        match take(&self.rx, closed()) {
-            Err(RecvTimeoutError::Timeout) if !wait.is_zero() => {}
-            r => return r,
+        self.note_commits();
+        // What the wal-index says is committed and not yet read: the status's backlog.
+        self.queued
+            .store(self.wal_backlog() as usize, Ordering::Relaxed);
+        let due = self
+            .batch_started
+            .is_some_and(|t| t.elapsed() >= self.s.sync_interval);
+        // While storage is down (a retry pending with files spooled), each interval's
+        // file still goes to the spool: an outage costs local disk, not WAL growth.
+        if (due || self.wal_backlog() >= BATCH_SHIP_BYTES)
+            && self.need_snapshot.is_none()
+            && (self.retry_at.is_none() || self.spooled > 0)
+        {
+            // Everything committed by the deadline belongs in this file, not the next.
+            self.ship_batch_logged();
         }
-        // Idle means the next commit would open a batch. While a repair is due, commits need
-        // not wake this thread (the repair reads the files).
+        self.maintain();
+        // Idle means the next commit would open a batch, so it should wake this shipper;
+        // while a batch is open, commits wait for its deadline. While a repair is due,
+        // commits need not wake it either (the repair reads the files).
         self.wake.idle.store(
             self.batch_started.is_none() && self.need_snapshot.is_none(),
             Ordering::SeqCst,
         );
-        if self.rx.is_empty() && !closed() && !self.wake.notified.load(Ordering::SeqCst) {
-            std::thread::park_timeout(wait);
+        // A request, a close or a commit that came during this turn (it may have seen the
+        // shipper busy and not woken it): another turn now.
+        if !self.rx.is_empty()
+            || self.wake.closed.load(Ordering::SeqCst)
+            || self.wake.notified.load(Ordering::SeqCst)
+        {
+            self.wake.idle.store(false, Ordering::SeqCst);
+            return Some(Instant::now());
         }
-        self.wake.idle.store(false, Ordering::SeqCst);
-        take(&self.rx, closed())
+        Some(self.next_wakeup())
+    }
+
+    /// The next request, if one is waiting; `Disconnected` once every handle is gone.
+    fn take_msg(&self) -> Result<Msg, TryRecvError> {
+        match self.rx.try_recv() {
+            Err(TryRecvError::Empty) if self.wake.closed.load(Ordering::SeqCst) => {
+                Err(TryRecvError::Disconnected)
+            }
+            r => r,
+        }
     }
 
     fn next_wakeup(&self) -> Instant {

@@ -171,7 +171,8 @@ impl Shipper {
         // Nothing is tracked while the image is read: the tail restarts from the image's
         // position, and a WAL restart in between shows up as a lost position (another round).
         self.shared.tail().stop();
-        let img = snapshot::take(&self.s.db_path, &self.s.work_dir, Some(&self.shared)).map_err(|e| e.to_string())?;
+        let img = snapshot::take(&self.s.db_path, &self.s.work_dir, Some(&self.shared))
+            .map_err(|e| e.to_string())?;
         if img.db_size == 0 {
             return Ok(false);
         }
