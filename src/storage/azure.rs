@@ -22,7 +22,7 @@
 //!
 //! Owns turning `Storage` calls into object_store calls on this backend's runtime
 //! (`cloud::Runtime`) and their errors into actionable `StorageError`s. Must never contact
-//! Azure before the first call (the client is built on first use, on the calling shipper or
+//! Azure before the first call (the client is built on first use, on the calling shipper-pool or
 //! CLI thread), never run on an app thread, and never let the SAS token or account key reach
 //! a message (`cloud::scrub`, `Secret`).
 

@@ -9,7 +9,7 @@
 //! Each backend owns one current-thread tokio runtime, created on first use (so building a
 //! backend at config time, on whatever thread opens the database, starts nothing and reads
 //! nothing). It has no threads of its own: a call runs its future on the calling thread with
-//! `block_on`, and the callers are the shipper thread and the CLI (`Storage` is never called
+//! `block_on`, and the callers are the shipper pool's threads and the CLI (`Storage` is never called
 //! from SQLite's callbacks), so the app's threads never wait on it. Several threads may call
 //! at once (restore reads in parallel): one drives the I/O at a time, the others' futures are
 //! woken by it.
