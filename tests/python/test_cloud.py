@@ -145,11 +145,11 @@ def azurite(tmp_path_factory):
     proc = subprocess.Popen([exe, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(d / "data"),
                              "--silent", "--disableTelemetry", "--skipApiVersionCheck"],
                             stdout=log, stderr=subprocess.STDOUT)
-    wait_port(port, proc, "azurite-blob")
-    endpoint = f"http://127.0.0.1:{port}/{ACCOUNT}"
-    status, body = azure_request(endpoint, "PUT", f"/{CONTAINER}", {"restype": "container"})
-    assert status in (201, 409), (status, body)
     try:
+        wait_port(port, proc, "azurite-blob")
+        endpoint = f"http://127.0.0.1:{port}/{ACCOUNT}"
+        status, body = azure_request(endpoint, "PUT", f"/{CONTAINER}", {"restype": "container"})
+        assert status in (201, 409), (status, body)
         yield {"endpoint": endpoint}
     finally:
         stop(proc)
@@ -184,13 +184,13 @@ def fake_gcs(tmp_path_factory):
                              "-external-url", f"http://127.0.0.1:{port}", "-public-host", f"127.0.0.1:{port}",
                              "-log-level", "error"],
                             stdout=log, stderr=subprocess.STDOUT)
-    wait_port(port, proc, "fake-gcs-server")
-    base = f"http://127.0.0.1:{port}"
-    req = urllib.request.Request(f"{base}/storage/v1/b?project=walship", method="POST",
-                                 data=json.dumps({"name": GCS_BUCKET}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    urllib.request.urlopen(req, timeout=30).read()
     try:
+        wait_port(port, proc, "fake-gcs-server")
+        base = f"http://127.0.0.1:{port}"
+        req = urllib.request.Request(f"{base}/storage/v1/b?project=walship", method="POST",
+                                     data=json.dumps({"name": GCS_BUCKET}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=30).read()
         yield {"host": f"127.0.0.1:{port}", "base": base}
     finally:
         stop(proc)
