@@ -1,5 +1,6 @@
-//! The `Storage` contract, checked the same way on every backend: the file backend, and the S3
-//! backend against a real S3-compatible server on 127.0.0.1 started here.
+//! The `Storage` contract, checked the same way on every backend: the file backend, the S3
+//! backend against a real S3-compatible server on 127.0.0.1 started here, the Azure backend on
+//! Azurite and the GCS backend on fake-gcs-server (both started by `emulators/`).
 //!
 //! The server is `moto_server` (PyPI `moto[server]`) by default, with IAM authentication
 //! switched on after setup so that signatures are verified (by botocore's signer) and wrong
@@ -9,6 +10,8 @@
 //!
 //! Every test uses its own directory or key prefix, so tests run in parallel against one
 //! server per test process. The server is stopped by a watchdog when this process exits.
+
+mod emulators;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -420,6 +423,22 @@ fn backends(case: &str) -> Vec<Backend> {
             dir: None,
         });
     }
+    if let Some(env) = emulators::azurite() {
+        let path = format!("conformance/{}", unique(case));
+        out.push(Backend {
+            name: "abs (Azurite)".into(),
+            storage: Arc::new(emulators::azure_storage(env, emulators::CONTAINER, &path)),
+            dir: None,
+        });
+    }
+    if let Some(env) = emulators::fake_gcs() {
+        let path = format!("conformance/{}", unique(case));
+        out.push(Backend {
+            name: "gs (fake-gcs-server)".into(),
+            storage: Arc::new(emulators::gcs_storage(env, emulators::GCS_BUCKET, &path)),
+            dir: None,
+        });
+    }
     out
 }
 
@@ -721,15 +740,21 @@ fn named_objects_are_compare_and_swap() {
         for level in 0..=9 {
             assert_eq!(st.list(level).unwrap(), vec![], "{}: level {level}", b.name);
         }
-        // Delete only with the current tag; a missing object deletes fine.
-        assert!(
-            matches!(
-                st.delete_named_if(n, &t1),
-                Err(StorageError::PreconditionFailed { .. })
-            ),
-            "{}: delete with a stale tag",
-            b.name
-        );
+        // Delete only with the current tag; a missing object deletes fine. fake-gcs-server
+        // ignores `ifGenerationMatch` on DELETE (GCS enforces it): tests/cloud_storage.rs checks
+        // that the request carries it and that GCS's 412 becomes PreconditionFailed.
+        if b.name.contains("fake-gcs-server") {
+            eprintln!("{}: stale-tag delete not checked (the emulator ignores ifGenerationMatch on DELETE)", b.name);
+        } else {
+            assert!(
+                matches!(
+                    st.delete_named_if(n, &t1),
+                    Err(StorageError::PreconditionFailed { .. })
+                ),
+                "{}: delete with a stale tag",
+                b.name
+            );
+        }
         assert!(st.get_named(n).unwrap().is_some(), "{}", b.name);
         st.delete_named_if(n, &t2).unwrap();
         assert_eq!(st.get_named(n).unwrap(), None, "{}", b.name);
@@ -1118,10 +1143,12 @@ fn s3_urls_open_the_s3_backend() {
     );
     let st = walvfs::storage::from_url("s3://bkt.localhost:9000/p").unwrap();
     assert_eq!(st.describe(), "s3://bkt/p (endpoint http://localhost:9000)");
+    // gs:// without HMAC keys: GCS's own API with Google's credentials (src/storage/gcs/).
     let st = walvfs::storage::from_url("gs://gbkt/p").unwrap();
-    assert_eq!(
-        st.describe(),
-        "gs://gbkt/p (endpoint https://storage.googleapis.com)"
+    assert!(
+        st.describe().starts_with("gs://gbkt/p"),
+        "{}",
+        st.describe()
     );
     assert!(walvfs::storage::from_url("ftp://x/y").is_err());
 }

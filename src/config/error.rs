@@ -95,8 +95,8 @@ pub enum ConfigError {
         unset_vars: Vec<String>,
     },
 
-    /// A replica type Litestream knows but walship does not implement (abs, sftp, ...).
-    #[error("{at}: replica type '{kind}' is not supported yet by walship ({key}); supported: file, s3, gs (alias gcs). Use one of those, or keep replicating this database with the Litestream daemon")]
+    /// A replica type Litestream knows but walship does not implement (sftp, webdav, ...).
+    #[error("{at}: replica type '{kind}' is not supported yet by walship ({key}); supported: file, s3, gs (alias gcs), abs. Use one of those, or keep replicating this database with the Litestream daemon")]
     UnsupportedReplicaType {
         at: Location,
         key: String,
@@ -104,7 +104,7 @@ pub enum ConfigError {
     },
 
     /// A replica type nobody knows.
-    #[error("{at}: unknown replica type '{kind}' ({key}); supported by walship: file, s3, gs (alias gcs)")]
+    #[error("{at}: unknown replica type '{kind}' ({key}); supported by walship: file, s3, gs (alias gcs), abs")]
     UnknownReplicaType {
         at: Location,
         key: String,
@@ -120,7 +120,7 @@ pub enum ConfigError {
     },
 
     /// A replica URL that cannot be parsed. `url` has any user:password part removed.
-    #[error("{at}: `{key}` = {url:?} is not a valid replica URL: {reason}; examples: file:///var/backups/app, s3://bucket/path, gs://bucket/path")]
+    #[error("{at}: `{key}` = {url:?} is not a valid replica URL: {reason}; examples: file:///var/backups/app, s3://bucket/path, gs://bucket/path, abs://account@container/path")]
     InvalidUrl {
         at: Location,
         key: String,

@@ -8,14 +8,14 @@
 //! * The schema: every key Litestream 0.5 accepts is parsed (kept when walship may use it),
 //!   unknown keys become [`Config::warnings`] naming the key path and line, and Litestream's
 //!   defaults and merge rules (global replica settings as defaults) are applied here, once.
-//! * Go duration syntax, S3/GCS/file replica URLs, relative-path resolution, and matching a
+//! * Go duration syntax, S3/GCS/Azure/file replica URLs, relative-path resolution, and matching a
 //!   database path opened by the application to its entry ([`Config::db_for`]).
 //!
 //! # What it must never do
 //! * Never open, create or touch a database, a replica or any file other than the config file
 //!   it reads (and the directories it canonicalises to compare paths).
 //! * Never use the network (no region lookups, no credential endpoints).
-//! * Never log, and never put a secret (access keys, SSE-C key) in a `Debug` output, an error
+//! * Never log, and never put a secret (access keys, SSE-C key, Azure account key, SAS token) in a `Debug` output, an error
 //!   or a warning: secrets live in [`Secret`], which prints `***`. Callers log the warnings.
 //!
 //! # YAML crate
@@ -27,6 +27,7 @@
 //! `rust-version = 1.80`. We do not need serde: the schema walker below must see every key
 //! anyway to warn about unknown ones.
 
+mod cloud;
 mod db;
 mod duration;
 mod error;
@@ -353,6 +354,7 @@ fn with_sub_path(replica: &mut ReplicaConfig, rel: &str) {
         ReplicaKind::File { path } => *path = path.join(rel),
         ReplicaKind::S3(c) => c.path = join_prefix(&c.path, rel),
         ReplicaKind::Gcs(c) => c.path = join_prefix(&c.path, rel),
+        ReplicaKind::Abs(c) => c.path = join_prefix(&c.path, rel),
     }
 }
 

@@ -1,12 +1,14 @@
 //! One database's replica (`replica:` / `replicas[0]`, or `WALSHIP_REPLICA_URL`): merges its
 //! settings with the global ones, reconciles `url:` with `type:`/`path:`/`bucket:`, picks the
-//! backend from the URL scheme or `type:`, and builds file and GCS replicas (S3 is in s3.rs).
+//! backend from the URL scheme or `type:`, and builds file replicas (S3 is in s3.rs, GCS and
+//! Azure in cloud.rs).
 //! Unsupported and unknown backends are rejected here.
 //!
 //! Must never use the network or touch the replica, and never put a secret or an unredacted
 //! URL (which may carry `user:password@`) in an error or a warning: URLs go through
 //! [`url::redact`].
 
+use super::cloud::{build_abs, build_gcs, Given};
 use super::error::ConfigError;
 use super::fields::{join_key, missing, ne, Ctx, Fields, Val};
 use super::paths::resolve_path;
@@ -140,36 +142,23 @@ pub(crate) fn build_replica(
             parsed_url.as_ref(),
             own_bucket,
         )?),
-        "gs" | "gcs" => {
-            if url_s.is_some() && path_s.is_some() {
-                return Err(conflict("path", at_line(&path)));
-            }
-            if url_s.is_some() && own_bucket {
-                return Err(conflict("bucket", node.line()));
-            }
-            let mut bucket = ne(&s.bucket);
-            let mut gpath = path_s.clone().unwrap_or_default();
-            if let Some(u) = &parsed_url {
-                bucket = bucket.or_else(|| Some(u.host.clone()).filter(|h| !h.is_empty()));
-                gpath = u.path.clone();
-            }
-            let Some(bucket) = bucket else {
-                return Err(missing(
-                    ctx,
-                    s.bucket.as_ref(),
-                    join_key(key, "bucket"),
-                    node.line(),
-                    "a gs replica needs `bucket:` or `url: gs://BUCKET/path`",
-                ));
+        "gs" | "gcs" | "abs" => {
+            let given = Given {
+                key,
+                node,
+                s: &s,
+                path: &path,
+                url_v: &url_v,
+                url: parsed_url.as_ref(),
+                own_bucket,
             };
-            ReplicaKind::Gcs(GcsConfig {
-                bucket,
-                path: gpath.trim_matches('/').to_string(),
-                access_key_id: ne(&s.access_key_id).map(Secret::new),
-                secret_access_key: ne(&s.secret_access_key).map(Secret::new),
-            })
+            if kind == "abs" {
+                ReplicaKind::Abs(build_abs(ctx, &given)?)
+            } else {
+                ReplicaKind::Gcs(build_gcs(ctx, &given)?)
+            }
         }
-        "abs" | "sftp" | "webdav" | "nats" | "oss" => {
+        "sftp" | "webdav" | "nats" | "oss" => {
             return Err(ConfigError::UnsupportedReplicaType {
                 at: ctx.at(at_line(&ty).min(at_line(&url_v))),
                 key: key.into(),

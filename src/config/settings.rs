@@ -6,7 +6,7 @@
 //!
 //! Must never apply defaults, validate a combination or decide the replica type (replica.rs
 //! and s3.rs do that after merging), and never derive `Debug` on [`RawSettings`]: it holds
-//! access keys and the SSE-C key as plain text.
+//! access keys, the SSE-C key, the Azure account key and SAS token as plain text.
 
 use std::time::Duration;
 
@@ -37,15 +37,15 @@ pub(crate) struct RawSettings {
     pub sse_customer_key: Option<Val>,
     pub sse_customer_key_path: Option<Val>,
     pub sse_kms_key_id: Option<Val>,
+    pub account_name: Option<Val>,
+    pub account_key: Option<Val>,
+    pub sas_token: Option<Val>,
     pub age_line: Option<usize>,
 }
 
-/// Settings of backends walship does not implement (abs, sftp, webdav, nats): recognised so
+/// Settings of backends walship does not implement (sftp, webdav, nats, oss): recognised so
 /// they do not warn as unknown, not kept.
 const OTHER_BACKEND_KEYS: &[&str] = &[
-    "account-name",
-    "account-key",
-    "sas-token",
     "host",
     "user",
     "password",
@@ -108,6 +108,9 @@ pub(crate) fn read_settings(ctx: &Ctx<'_>, f: &mut Fields<'_>) -> Result<RawSett
     r.sse_customer_key = val!("sse-customer-key", secret);
     r.sse_customer_key_path = val!("sse-customer-key-path", string);
     r.sse_kms_key_id = val!("sse-kms-key-id", string);
+    r.account_name = val!("account-name", string);
+    r.account_key = val!("account-key", secret);
+    r.sas_token = val!("sas-token", secret);
     f.ignore(OTHER_BACKEND_KEYS);
     if let Some((n, _)) = f.take("age") {
         if !n.is_null() {
@@ -147,6 +150,9 @@ pub(crate) fn merge(own: RawSettings, g: &RawSettings) -> RawSettings {
         sse_customer_key: s(own.sse_customer_key, &g.sse_customer_key),
         sse_customer_key_path: s(own.sse_customer_key_path, &g.sse_customer_key_path),
         sse_kms_key_id: s(own.sse_kms_key_id, &g.sse_kms_key_id),
+        account_name: s(own.account_name, &g.account_name),
+        account_key: s(own.account_key, &g.account_key),
+        sas_token: s(own.sas_token, &g.sas_token),
         age_line: own.age_line.or(g.age_line),
     }
 }

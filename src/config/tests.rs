@@ -465,9 +465,10 @@ fn bad_duration_names_key_value_and_examples() {
 
 #[test]
 fn unsupported_and_unknown_types() {
-    let msg = err("dbs:\n  - path: /a.db\n    replicas:\n      - type: abs\n        bucket: x\n");
+    let msg =
+        err("dbs:\n  - path: /a.db\n    replicas:\n      - type: webdav\n        bucket: x\n");
     assert!(
-        msg.contains("replica type 'abs' is not supported yet by walship (dbs[0].replicas[0]); supported: file, s3, gs"),
+        msg.contains("replica type 'webdav' is not supported yet by walship (dbs[0].replicas[0]); supported: file, s3, gs (alias gcs), abs"),
         "{msg}"
     );
     assert!(msg.starts_with("<config text>:4:"), "{msg}");
@@ -822,10 +823,19 @@ fn replica_url_env_gives_every_db_a_sub_path() {
         e.starts_with("WALSHIP_REPLICA_URL: `replica.url`") && e.contains("file:///"),
         "{e}"
     );
-    let e = Config::from_replica_url_with_env("abs://acct@c/p", Path::new("/"), &env_of(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("'abs' is not supported yet"), "{e}");
+    let c =
+        Config::from_replica_url_with_env("abs://acct@c/p", Path::new("/"), &env_of(&[])).unwrap();
+    match &c.db_for(Path::new("/srv/x.db")).unwrap().replica.kind {
+        ReplicaKind::Abs(a) => assert_eq!(
+            (
+                a.account_name.as_deref(),
+                a.container.as_str(),
+                a.path.as_str()
+            ),
+            (Some("acct"), "c", "p/x.db")
+        ),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

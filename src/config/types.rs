@@ -175,10 +175,12 @@ pub enum ReplicaKind {
     File { path: PathBuf },
     /// Amazon S3 or an S3-compatible store.
     S3(S3Config),
-    /// Google Cloud Storage (`type: gs`, or `gcs`). Parsed now; it is meant to work later
-    /// through GCS's S3-interoperable XML API (storage.googleapis.com) with HMAC keys given as
+    /// Google Cloud Storage (`type: gs`, or `gcs`): its own JSON API with Application Default
+    /// Credentials, or its S3-interoperable XML API when HMAC keys are given as
     /// `access-key-id` / `secret-access-key`.
     Gcs(GcsConfig),
+    /// Azure Blob Storage (`type: abs`).
+    Abs(AbsConfig),
 }
 
 impl ReplicaKind {
@@ -188,6 +190,7 @@ impl ReplicaKind {
             ReplicaKind::File { .. } => "file",
             ReplicaKind::S3(_) => "s3",
             ReplicaKind::Gcs(_) => "gs",
+            ReplicaKind::Abs(_) => "abs",
         }
     }
 }
@@ -265,11 +268,89 @@ impl fmt::Debug for S3Config {
 #[derive(Clone, PartialEq, Eq)]
 pub struct GcsConfig {
     pub bucket: String,
+    /// Object name prefix (cleaned, no leading or trailing `/`; may be empty).
     pub path: String,
     /// HMAC key id for the S3-interoperable API, if given.
     pub access_key_id: Option<Secret>,
     /// HMAC secret, if given.
     pub secret_access_key: Option<Secret>,
+    /// `GOOGLE_APPLICATION_CREDENTIALS` at load time: a service-account (or authorized-user)
+    /// JSON file. `None`: gcloud's well-known file, else the metadata server.
+    pub application_credentials: Option<PathBuf>,
+    /// `STORAGE_EMULATOR_HOST` at load time (`host:port`, or a URL): talk to that emulator,
+    /// unauthenticated, as Google's clients do.
+    pub emulator_host: Option<String>,
+    /// `skip-verify` (TLS; test servers only).
+    pub skip_verify: bool,
+}
+
+impl GcsConfig {
+    /// HMAC keys were given: the S3-interoperable XML API (walship's S3 backend) is used.
+    pub fn uses_hmac(&self) -> bool {
+        self.access_key_id.is_some() && self.secret_access_key.is_some()
+    }
+}
+
+/// Which Azure credential a replica uses, in Litestream 0.5's order (for a log line that says
+/// so without the value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbsCredentialSource {
+    /// `sas-token` in the file.
+    SasToken,
+    /// `LITESTREAM_AZURE_SAS_TOKEN`.
+    SasTokenEnv,
+    /// `account-key` in the file (Shared Key, with `account-name`).
+    AccountKey,
+    /// `LITESTREAM_AZURE_ACCOUNT_KEY`.
+    AccountKeyEnv,
+    /// Neither: the Azure credential chain (service principal or workload identity from
+    /// `AZURE_*` variables, else managed identity).
+    DefaultChain,
+}
+
+/// Azure Blob Storage settings (Litestream 0.5's `abs` keys). `Debug` never prints the SAS
+/// token or the account key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AbsConfig {
+    /// `account-name`, or the user part of `abs://account@container/path`.
+    pub account_name: Option<String>,
+    /// `bucket`: the container.
+    pub container: String,
+    /// Blob name prefix (cleaned, no leading or trailing `/`; may be empty).
+    pub path: String,
+    /// `endpoint`: the blob service URL (other clouds, Azurite:
+    /// `http://127.0.0.1:10000/devstoreaccount1`). `None`: `https://<account>.blob.core.windows.net`.
+    pub endpoint: Option<String>,
+    /// The SAS token, when that is the credential used.
+    pub sas_token: Option<Secret>,
+    /// The account key, when that is the credential used.
+    pub account_key: Option<Secret>,
+    pub credential_source: AbsCredentialSource,
+    /// For [`AbsCredentialSource::DefaultChain`]: the Azure identity variables set at load time
+    /// (`AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`, `AZURE_TENANT_ID`, `AZURE_FEDERATED_TOKEN_FILE`,
+    /// `AZURE_AUTHORITY_HOST`, `MSI_ENDPOINT`), name and value.
+    pub identity_env: Vec<(String, Secret)>,
+    /// `skip-verify` (TLS; test servers only).
+    pub skip_verify: bool,
+}
+
+impl fmt::Debug for AbsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AbsConfig")
+            .field("account_name", &self.account_name)
+            .field("container", &self.container)
+            .field("path", &self.path)
+            .field("endpoint", &self.endpoint)
+            .field("sas_token", &self.sas_token.as_ref().map(|_| "***"))
+            .field("account_key", &self.account_key.as_ref().map(|_| "***"))
+            .field("credential_source", &self.credential_source)
+            .field(
+                "identity_env",
+                &self.identity_env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("skip_verify", &self.skip_verify)
+            .finish()
+    }
 }
 
 impl fmt::Debug for GcsConfig {
@@ -285,6 +366,9 @@ impl fmt::Debug for GcsConfig {
                 "secret_access_key",
                 &self.secret_access_key.as_ref().map(|_| "***"),
             )
+            .field("application_credentials", &self.application_credentials)
+            .field("emulator_host", &self.emulator_host)
+            .field("skip_verify", &self.skip_verify)
             .finish()
     }
 }

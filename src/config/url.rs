@@ -1,4 +1,5 @@
-//! Replica URLs (`file:///abs/dir`, `s3://bucket/path?region=..`, `gs://bucket/path`), read
+//! Replica URLs (`file:///abs/dir`, `s3://bucket/path?region=..`, `gs://bucket/path`,
+//! `abs://account@container/path`), read
 //! the way Litestream 0.5 reads them, including its S3 provider host shortcuts
 //! (`bucket.s3.us-west-2.amazonaws.com`, `bucket.localhost:9000`, DigitalOcean, Backblaze,
 //! Filebase, Scaleway). Pure string handling: nothing here resolves names or connects.
@@ -7,6 +8,10 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ReplicaUrl {
     pub scheme: String,
+    /// The user name of a `user[:password]@` part (Azure's `abs://account@container`), or
+    /// empty. A password is never kept; `has_password` says one was there.
+    pub user: String,
+    pub has_password: bool,
     pub host: String,
     pub path: String,
     pub query: Vec<(String, String)>,
@@ -114,6 +119,8 @@ pub(crate) fn parse(s: &str) -> Result<ReplicaUrl, String> {
         } else if let Some(p) = rest.strip_prefix("localhost/") {
             return Ok(ReplicaUrl {
                 scheme,
+                user: String::new(),
+                has_password: false,
                 host: String::new(),
                 path: clean_path(&format!("/{}", percent_decode(p)?)),
                 query,
@@ -125,13 +132,31 @@ pub(crate) fn parse(s: &str) -> Result<ReplicaUrl, String> {
         };
         return Ok(ReplicaUrl {
             scheme,
+            user: String::new(),
+            has_password: false,
             host: String::new(),
             path: clean_path(&percent_decode(path)?),
             query,
         });
     }
-    // Drop any `user:password@` first (up to the last `@`, in case the password has a `/`).
+    // Drop any `user:password@` first (up to the last `@`, in case the password has a `/`),
+    // keeping only the user name.
+    let (mut user, mut has_password) = (String::new(), false);
     if let Some(at) = rest.rfind('@') {
+        let info = &rest[..at];
+        match info.split_once(':') {
+            Some((u, _)) => {
+                user = u.to_string();
+                has_password = true;
+            }
+            None => user = info.to_string(),
+        }
+        if user.contains('/') {
+            // Not a user name: a `/` inside a password. Keep nothing.
+            user.clear();
+            has_password = true;
+        }
+        user = percent_decode(&user).unwrap_or_default();
         rest = &rest[at + 1..];
     }
     let (host, path) = match rest.find('/') {
@@ -143,6 +168,8 @@ pub(crate) fn parse(s: &str) -> Result<ReplicaUrl, String> {
         .to_string();
     Ok(ReplicaUrl {
         scheme,
+        user,
+        has_password,
         host: host.to_string(),
         path,
         query,
@@ -295,6 +322,21 @@ mod tests {
         assert_eq!(u.query(&["region"]), Some("eu-west-1"));
         assert_eq!(parse("s3://b").unwrap().path, "");
         assert_eq!(parse("s3://user:pw@b/p").unwrap().host, "b");
+        let u = parse("abs://acct@cont/a/b").unwrap();
+        assert_eq!(
+            (
+                u.user.as_str(),
+                u.host.as_str(),
+                u.path.as_str(),
+                u.has_password
+            ),
+            ("acct", "cont", "a/b", false)
+        );
+        let u = parse("abs://acct:key/with/slash@cont/p").unwrap();
+        assert_eq!(
+            (u.user.as_str(), u.has_password, u.host.as_str()),
+            ("acct", true, "cont")
+        );
     }
 
     #[test]

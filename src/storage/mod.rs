@@ -1,12 +1,17 @@
 //! Storage: where LTX files live. The contract every backend meets, and the backends.
 //!
-//! Owns the `Storage` trait and its implementations (`file`, and `s3` for S3-compatible stores
-//! and GCS through its S3-interoperable API). A backend moves whole objects; it never
+//! Owns the `Storage` trait and its implementations: `file`; `s3` for S3-compatible stores (and
+//! GCS through its S3-interoperable API when HMAC keys are given); `azure` (Azure Blob Storage,
+//! on the `object_store` crate) and `gcs` (GCS's JSON API with Google's credentials), which
+//! share `cloud` (layout, runtime, HTTP connector). A backend moves whole objects; it never
 //! interprets LTX bytes, never touches the database, and is only ever called from the shipper
 //! thread or the restore command, never from SQLite's callbacks. No error, log line or `Debug`
 //! output of a backend may contain a credential.
 
+pub mod azure;
+pub(crate) mod cloud;
 pub mod file;
+pub mod gcs;
 pub mod s3;
 pub mod sigv4;
 
@@ -215,29 +220,34 @@ pub trait Storage: Send + Sync {
 }
 
 /// Opens the storage a configured replica names: a directory, S3 (or an S3-compatible store),
-/// or GCS through its S3-interoperable XML API. Nothing is contacted yet.
+/// GCS (its JSON API with Google's credentials, or its S3-interoperable XML API when HMAC keys
+/// are given), or Azure Blob Storage. Nothing is contacted and no thread is started yet.
 pub fn open(kind: &ReplicaKind) -> Result<Box<dyn Storage>, StorageError> {
     Ok(match kind {
         ReplicaKind::File { path } => Box::new(file::FileStorage::new(path.clone())),
         ReplicaKind::S3(c) => Box::new(s3::S3Storage::from_config(c)?),
-        ReplicaKind::Gcs(c) => Box::new(s3::S3Storage::from_gcs_config(c)?),
+        ReplicaKind::Gcs(c) if c.uses_hmac() => Box::new(s3::S3Storage::from_gcs_config(c)?),
+        ReplicaKind::Gcs(c) => Box::new(gcs::GcsStorage::from_config(c)?),
+        ReplicaKind::Abs(c) => Box::new(azure::AzureStorage::from_config(c)?),
     })
 }
 
 /// Opens the storage a replica URL names: `file:///dir` (or a plain directory path),
-/// `s3://bucket/path`, `gs://bucket/path`. S3 URLs are read as Litestream reads them: the
+/// `s3://bucket/path`, `gs://bucket/path`, `abs://account@container/path`. S3 URLs are read as Litestream reads them: the
 /// endpoint of an S3-compatible store goes in the query (`?endpoint=host:port`, plus
 /// `region=`, `forcePathStyle=`, `skipVerify=`) or in the host (`bucket.localhost:9000`);
 /// credentials come from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, else
-/// `LITESTREAM_ACCESS_KEY_ID`/`LITESTREAM_SECRET_ACCESS_KEY`.
+/// `LITESTREAM_ACCESS_KEY_ID`/`LITESTREAM_SECRET_ACCESS_KEY`; GCS credentials from
+/// `GOOGLE_APPLICATION_CREDENTIALS` (or `STORAGE_EMULATOR_HOST`); Azure credentials from
+/// `LITESTREAM_AZURE_SAS_TOKEN`, else `LITESTREAM_AZURE_ACCOUNT_KEY`, else Azure's chain.
 pub fn from_url(url: &str) -> Result<Box<dyn Storage>, String> {
     if let Some(p) = url.strip_prefix("file://") {
         return Ok(Box::new(file::FileStorage::new(PathBuf::from(p))));
     }
     let scheme = url.split("://").next().unwrap_or("").to_ascii_lowercase();
-    if url.contains("://") && !matches!(scheme.as_str(), "s3" | "gs" | "gcs") {
+    if url.contains("://") && !matches!(scheme.as_str(), "s3" | "gs" | "gcs" | "abs") {
         return Err(format!(
-            "replica URL '{}': unsupported scheme (supported: file://, s3://, gs://)",
+            "replica URL '{}': unsupported scheme (supported: file://, s3://, gs://, abs://)",
             redact_url(url)
         ));
     }

@@ -20,8 +20,8 @@ c.close()
 '''
 
 CASES = {
-    "abs": ("dbs:\n  - path: {db}\n    replica:\n      type: abs\n      account-name: acct\n      bucket: b\n",
-            ["abs", "not supported"]),
+    "sftp": ("dbs:\n  - path: {db}\n    replica:\n      type: sftp\n      host: h\n      path: /b\n",
+             ["sftp", "not supported"]),
     "yaml": ("dbs:\n  - path: {db}\n    replica: [unclosed\n", ["litestream.yml:4:", "invalid YAML"]),
     "duration": ("dbs:\n  - path: {db}\n    replica:\n      type: file\n      path: {dir}/r\n      sync-interval: 10\n",
                  ["sync-interval", "10s"]),

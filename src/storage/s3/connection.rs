@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use super::Inner;
 
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long one socket read or write may wait: [`IO_TIMEOUT`], or `$WALSHIP_S3_IO_TIMEOUT`
 /// seconds (decimal, 0.1 to 3600) so a stalled download is abandoned (and resumed) sooner,
 /// e.g. by fault-injection tests. An unusable value is ignored with a warning.
-pub(super) fn io_timeout() -> Duration {
+pub(crate) fn io_timeout() -> Duration {
     let Ok(v) = std::env::var("WALSHIP_S3_IO_TIMEOUT") else {
         return IO_TIMEOUT;
     };
@@ -148,7 +148,7 @@ impl Inner {
 
 // ---- TLS ---------------------------------------------------------------------------------
 
-pub(super) fn tls_config(skip_verify: bool) -> Result<Arc<rustls::ClientConfig>, String> {
+pub(crate) fn tls_config(skip_verify: bool) -> Result<Arc<rustls::ClientConfig>, String> {
     static VERIFIED: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
     static UNVERIFIED: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
     let provider = || Arc::new(rustls::crypto::ring::default_provider());

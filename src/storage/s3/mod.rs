@@ -70,7 +70,7 @@
 //! Must never put a credential (access key id, secret key, SSE-C key) in an error, a log line
 //! or a `Debug` output: they stay in [`Secret`]s, server messages are scrubbed of them.
 
-mod connection;
+pub(crate) mod connection;
 mod errors;
 mod listing;
 mod request;
@@ -574,6 +574,9 @@ mod tests {
             path: "p".into(),
             access_key_id: None,
             secret_access_key: None,
+            application_credentials: None,
+            emulator_host: None,
+            skip_verify: false,
         })
         .unwrap();
         assert_eq!(
