@@ -300,7 +300,18 @@ def litestream_writes_walship_restores(tmp_path, cfg_text, env):
                 run(["sqlite3", str(db), f"INSERT INTO t(v) VALUES (randomblob({200 + i * 911 % 5000})); "
                                          f"INSERT INTO t(v) SELECT randomblob(9000) FROM t LIMIT {i % 3};"])
                 time.sleep(0.1)
-            time.sleep(1.0)
+            # Litestream ships on its own clock: wait (bounded) until the replica restores to
+            # the database, so a loaded machine does not turn its lag into a failure.
+            deadline = time.time() + 60
+            probe = tmp_path / "probe.db"
+            want = content_hash(db)
+            while time.time() < deadline:
+                probe.unlink(missing_ok=True)
+                r = run([str(WALSHIP), "restore", "-config", str(cfg), "-o", str(probe), str(db)], env=env,
+                        check=False)
+                if r.returncode == 0 and content_hash(probe) == want:
+                    break
+                time.sleep(0.5)
         finally:
             proc.send_signal(signal.SIGINT)  # Litestream syncs once more on shutdown
             try:
