@@ -124,7 +124,7 @@ fn take_in(
 ) -> Result<Image, SnapshotError> {
     const TRIES: u32 = 20;
     for attempt in 0..TRIES {
-        let got = try_take(db_path, dir, name, shared.filter(|_| attempt > 0)).inspect_err(|_| {
+        let got = try_take(db_path, dir, name, shared, attempt > 0).inspect_err(|_| {
             let _ = fs::remove_file(dir.join(name)); // a partial image only takes space
         });
         if let Some(img) = got? {
@@ -143,7 +143,8 @@ fn try_take(
     db_path: &str,
     work_dir: &Path,
     name: &str,
-    lock: Option<&Shared>,
+    shared: Option<&Shared>,
+    lock: bool,
 ) -> Result<Option<Image>, SnapshotError> {
     let io = |what: &'static str| {
         move |e: std::io::Error| SnapshotError::Io {
@@ -166,7 +167,10 @@ fn try_take(
     // counts them) should only ever see when its writer is that busy.
     // Mapping the wal-index is only safe while the app has it mapped: the first mapping in a
     // system may truncate the -shm file (SQLite's dead-man switch), which SQLite's own tests see.
-    let _held = match lock.and_then(|s| s.while_mapped(|| db.hold_wal_reader(db_path))) {
+    let _held = match shared
+        .filter(|_| lock)
+        .and_then(|s| s.while_mapped(|| db.hold_wal_reader(db_path)))
+    {
         Some(held) => held.map_err(io("lock WAL for reading"))?,
         None => None,
     };
@@ -178,6 +182,13 @@ fn try_take(
         Err(e) => return Err(io("open WAL")(e)),
     };
     let before = wal_header(wal.as_ref());
+    // How far the WAL is committed, by the wal-index when this process can read it (or, with
+    // none, by the commits SQLite confirmed): a valid commit frame past it is a commit SQLite
+    // reported failed and rolled back, which the image must not hold.
+    let limit = match (shared.and_then(|s| s.shm_header()), before) {
+        (Some(h), Some(w)) if h.is_init && h.salts() == (w.salt1, w.salt2) => Some(h.mx_frame),
+        _ => None,
+    };
     let stamp_before = crate::capture::FileStamp::of(Path::new(db_path));
     let stat_before = stat_key(db_path);
 
@@ -227,7 +238,7 @@ fn try_take(
     if let Some(w) = wal.as_ref() {
         let mut cur = std::io::BufReader::with_capacity(256 << 10, w);
         let mut werr = None;
-        let s = wal::scan(&mut cur, |_, fh, page| {
+        let s = wal::scan_upto(&mut cur, limit, |_, fh, page| {
             let at = (fh.pgno as u64 - 1) * page.len() as u64;
             if let Err(e) = out.write_all_at(page, at) {
                 werr.get_or_insert(e);

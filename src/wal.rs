@@ -202,6 +202,16 @@ pub struct WalScan {
 /// the file has no valid header.
 pub fn scan<R: Read + Seek>(
     r: &mut R,
+    on_frame: impl FnMut(u32, &FrameHeader, &[u8]),
+) -> std::io::Result<Option<WalScan>> {
+    scan_upto(r, None, on_frame)
+}
+
+/// [`scan`], stopping after frame `limit` (the wal-index's mxFrame: a valid commit frame past
+/// it is one SQLite reported failed, or one still being written).
+pub fn scan_upto<R: Read + Seek>(
+    r: &mut R,
+    limit: Option<u32>,
     mut on_frame: impl FnMut(u32, &FrameHeader, &[u8]),
 ) -> std::io::Result<Option<WalScan>> {
     let mut hb = [0u8; WAL_HEADER_SIZE];
@@ -219,7 +229,7 @@ pub fn scan<R: Read + Seek>(
     let (mut last_commit, mut db_size, mut commit_cksum) = (0u32, 0u32, header.cksum);
     let mut index = 0u32;
     loop {
-        if read_full(r, &mut buf)? < buf.len() {
+        if limit.is_some_and(|l| index >= l) || read_full(r, &mut buf)? < buf.len() {
             break;
         }
         index += 1;

@@ -48,7 +48,7 @@ impl Shipper {
         };
         let (txid, claimed) = (r.txid, r.position);
         let db = self.s.db_path.clone();
-        let img = match snapshot::take(&db, &self.s.work_dir, None) {
+        let img = match snapshot::take(&db, &self.s.work_dir, Some(&self.shared)) {
             Ok(i) => i,
             Err(e) => return note(&format!("skip {db} TXID {txid:016x}: no image ({e})")),
         };
