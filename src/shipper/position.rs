@@ -169,13 +169,18 @@ impl Shipper {
         }
         let reason = self.need_snapshot.clone().unwrap_or_default();
         // Nothing is tracked while the image is read: the tail restarts from the image's
-        // position, and a WAL restart in between shows up as a lost position (another round).
+        // position, and a WAL restart in between (a moment) shows up as a lost position.
         self.shared.tail().stop();
         let img = snapshot::take(&self.s.db_path, &self.s.work_dir, Some(&self.shared))
             .map_err(|e| e.to_string())?;
         if img.db_size == 0 {
             return Ok(false);
         }
+        // Track from the image at once, not after the upload: a busy writer restarts the WAL
+        // while a large repair uploads, and that restart must be guarded (its unshipped frames
+        // staged) rather than found afterwards as a restart nobody saw, which would cost
+        // another repair, and so on for as long as the writer keeps up.
+        self.shared.tail().start(img.position);
         let full = requested
             || self.force_full
             || self
@@ -189,14 +194,14 @@ impl Shipper {
         };
         match result {
             Err(Repair::Failed(e)) => {
-                // The replica is where it was: the repair is still due.
+                // The replica is where it was: the repair is still due, from a new image.
+                self.shared.tail().stop();
                 self.need_snapshot = Some(reason);
                 Err(e)
             }
             ok_or_behind => {
-                // The replica equals the image (uploaded, or waiting in the spool): track
-                // from there.
-                self.shared.tail().start(img.position);
+                // The replica equals the image (uploaded, or waiting in the spool); the tail
+                // has tracked from there since the image was read.
                 self.need_snapshot = None;
                 self.force_full = false;
                 self.batch_started = None;

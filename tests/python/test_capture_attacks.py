@@ -830,3 +830,53 @@ def test_first_snapshot_under_a_writer_restarting_the_wal_constantly(built, work
     assert flushed.get("flush"), flushed
     app.kill()
     assert_restore_equals(work, db, replica, flushed=flushed)
+
+
+# ---------------------------------------------------------------------------------------------
+# A busy writer in the app's own process while a large repair uploads (a helper saw a node app
+# in a tight loop resync again and again, each time "the WAL was restarted by a writer walship
+# did not see": the app's restarts during the upload went unguarded).
+
+BUSY_APP = r"""
+import json, sqlite3, sys, time
+loader = sqlite3.connect(":memory:")
+loader.enable_load_extension(True)
+loader.load_extension(sys.argv[1])
+db = sqlite3.connect(f"file:{sys.argv[2]}?vfs=walship", uri=True, isolation_level=None)
+db.execute("PRAGMA wal_autocheckpoint=20")
+end = time.time() + float(sys.argv[3])
+n = 0
+while time.time() < end:
+    db.execute("BEGIN IMMEDIATE")
+    db.executemany("INSERT INTO t(who, v) VALUES ('busy', randomblob(300))", [()] * 20)
+    db.execute("COMMIT")
+    n += 1
+flushed = db.execute("SELECT walship_flush(60000)").fetchone()[0]
+status = json.loads(db.execute("SELECT walship_status()").fetchone()[0])
+print(json.dumps({"txns": n, "flush": flushed, "status": status}))
+"""
+
+
+def test_a_busy_writer_during_the_first_snapshot_upload_costs_no_resync(built, work):
+    """A 120 MB database opened for the first time by an app that commits in a tight loop
+    (restarting the WAL every few commits) from the start: the snapshot uploads for a while,
+    and every restart the app makes meanwhile is its own, guarded: no resync follows."""
+    db, replica, cfg = setup(work)
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT, v BLOB)")
+    con.execute("BEGIN")
+    con.executemany("INSERT INTO t(who, v) VALUES ('seed', randomblob(4000))", [()] * 30000)
+    con.execute("COMMIT")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    env = dict(os.environ, WALSHIP_CONFIG=str(cfg), WALSHIP_LOG="info")
+    env.pop("AWS_CA_BUNDLE", None)
+    p = subprocess.run([SYS_PYTHON, "-c", BUSY_APP, str(EXT), str(db), "5"], env=env, cwd=work,
+                       capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout)
+    st = out["status"]
+    assert out["flush"] and out["txns"] > 100, out
+    assert st["snapshots"] == 1 and st["resyncs"] == 0, (st, p.stderr[-3000:])
+    assert_restore_equals(work, db, replica, flushed={"flush": out["flush"]})
