@@ -326,22 +326,23 @@ impl Tail {
             .map(|s| s.mx_frame.max(p.frame));
         let seg = self.segments.len() as u32;
         let (mut first, mut db_size, mut n) = (None, 0u32, 0u64);
-        let mut seen: Vec<(u32, FrameRef)> = Vec::new();
+        if !self.pages.is_empty() && self.page_size != p.page_size {
+            return self.lose("the page size changed");
+        }
+        // Straight into the page map (no list of a huge transaction's frames on the side); a
+        // read that breaks loses the position, and a repair clears the map.
+        let pages = &mut self.pages;
         let r = wal_reader::read_committed(&wal, &p, limit, |i, fh| {
             first.get_or_insert(i);
             if fh.commit != 0 {
                 db_size = fh.commit;
             }
             n += 1;
-            seen.push((fh.pgno, FrameRef { seg, frame: i }));
+            pages.insert(fh.pgno, FrameRef { seg, frame: i });
         });
         match r {
             Ok(end) if end.frame > p.frame => {
-                if !self.pages.is_empty() && self.page_size != p.page_size {
-                    return self.lose("the page size changed");
-                }
                 self.page_size = p.page_size;
-                self.pages.extend(seen);
                 self.db_size = db_size;
                 self.frames += n;
                 self.segments.push(Segment {

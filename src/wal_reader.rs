@@ -121,7 +121,9 @@ pub fn holds<R: ReadAt + ?Sized>(src: &R, pos: &WalPos) -> io::Result<bool> {
 /// Reads the committed frames after `from`: up to frame `limit` (the wal-index's mxFrame, which
 /// must then be a valid commit frame), or with no limit (EXCLUSIVE mode, or a WAL about to be
 /// restarted) up to the last commit frame of the valid chain. Calls `on_frame(index, header)` for
-/// every frame of every accepted transaction, in order, and returns the position after the last.
+/// every frame of every accepted transaction, in order (of each header, `pgno` and `commit` are
+/// the frame's own; the salts and checksum are its commit frame's), and returns the position
+/// after the last.
 /// `Broken` when the file no longer continues `from` (restarted, truncated, rewritten).
 pub fn read_committed<R: ReadAt + ?Sized>(
     src: &R,
@@ -129,6 +131,9 @@ pub fn read_committed<R: ReadAt + ?Sized>(
     limit: Option<u32>,
     mut on_frame: impl FnMut(u32, &FrameHeader),
 ) -> Result<WalPos, ReadError> {
+    // Only the page numbers of the transaction in progress are kept until its commit frame
+    // (4 bytes a frame: a 300 MiB transaction's 77k frames cost 0.3 MB, not 2.4); each
+    // frame's header is then handed on with the commit's size on the commit frame alone.
     if !holds(src, from)? {
         return Err(ReadError::Broken(match header(src)? {
             None => "the WAL was truncated or deleted before walship read it".into(),
@@ -148,8 +153,9 @@ pub fn read_committed<R: ReadAt + ?Sized>(
     let mut buf = vec![0u8; fsz];
     let mut cksum = from.cksum;
     let mut end = *from;
-    // Frames of the transaction in progress: (index, header), handed on at its commit frame.
-    let mut open: Vec<(u32, FrameHeader)> = Vec::new();
+    // Page numbers of the transaction in progress, from frame `open_from`.
+    let mut open: Vec<u32> = Vec::new();
+    let mut open_from = from.frame + 1;
     let mut index = from.frame;
     loop {
         if limit.is_some_and(|l| index >= l) || index == u32::MAX {
@@ -170,11 +176,22 @@ pub fn read_committed<R: ReadAt + ?Sized>(
         }
         cksum = c;
         index = next;
-        open.push((index, fh));
+        open.push(fh.pgno);
         if fh.commit != 0 {
-            for (i, h) in open.drain(..) {
+            for (k, pgno) in open.drain(..).enumerate() {
+                let i = open_from + k as u32;
+                let h = if i == index {
+                    fh
+                } else {
+                    FrameHeader {
+                        pgno,
+                        commit: 0,
+                        ..fh
+                    }
+                };
                 on_frame(i, &h);
             }
+            open_from = index + 1;
             end = WalPos {
                 frame: index,
                 cksum,

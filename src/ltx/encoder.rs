@@ -25,8 +25,10 @@ pub struct Encoder<W: Write> {
     hash: Hasher,
     written: u64,
     prev_pgno: u32,
-    /// (pgno, frame offset, frame length) in write order, i.e. page order.
-    index: Vec<(u32, u64, u64)>,
+    /// (pgno, frame length) in write order, i.e. page order: frames are contiguous from
+    /// `first_offset`, so 8 bytes a page (a 300 MiB transaction's index is 0.6 MB, not 1.8).
+    index: Vec<(u32, u32)>,
+    first_offset: Option<u64>,
     compressed: Vec<u8>,
     /// Running database checksum; kept only for snapshots that track checksums.
     snapshot_checksum: Option<DbChecksum>,
@@ -44,6 +46,7 @@ impl<W: Write> Encoder<W> {
             written: 0,
             prev_pgno: 0,
             index: Vec::new(),
+            first_offset: None,
             compressed: vec![
                 0;
                 lz4_flex::block::get_maximum_output_size(header.page_size as usize)
@@ -117,7 +120,9 @@ impl<W: Write> Encoder<W> {
         }
         self.written += n as u64;
 
-        self.index.push((pgno, offset, self.written - offset));
+        self.first_offset.get_or_insert(offset);
+        let len = u32::try_from(self.written - offset).expect("an LZ4 frame of one page fits u32");
+        self.index.push((pgno, len));
         if let Some(c) = &mut self.snapshot_checksum {
             c.toggle_page(pgno, data);
         }
@@ -169,10 +174,12 @@ impl<W: Write> Encoder<W> {
 
         let mut tail = vec![0u8; PAGE_HEADER_SIZE]; // end of the page block
         let index_start = tail.len();
-        for &(pgno, offset, len) in &self.index {
+        let mut offset = self.first_offset.unwrap_or(0);
+        for &(pgno, len) in &self.index {
             put_uvarint(&mut tail, u64::from(pgno));
             put_uvarint(&mut tail, offset);
-            put_uvarint(&mut tail, len);
+            put_uvarint(&mut tail, u64::from(len));
+            offset += u64::from(len);
         }
         put_uvarint(&mut tail, 0);
         let index_len = (tail.len() - index_start) as u64;

@@ -32,7 +32,7 @@
 //! * `list`: ListObjectsV2 on the level prefix, following continuation tokens; sizes come
 //!   from the listing. `open`: a streaming GET; a broken download resumes with a ranged GET
 //!   pinned to the object's ETag (`If-Match`). `delete`: DELETE, 404 is success.
-//! * `put`: reads at most `part-size` bytes (default 8 MiB, at least 5 MiB); a body that ends
+//! * `put`: reads at most `part-size` bytes (default and minimum 5 MiB); a body that ends
 //!   before that is one PutObject, a longer one a multipart upload holding one part in memory
 //!   at a time (aborted on failure). Parts grow after every 2,500 so an unknown length never
 //!   runs into S3's 10,000-part limit before ~300 GiB.
@@ -92,9 +92,9 @@ use crate::config::{CredentialSource, Secret};
 use crate::ltx;
 
 /// Bytes read before deciding between one PutObject and a multipart upload; also the size of
-/// each part. Litestream's default is 5 MiB; 8 MiB means fewer requests for large snapshots
-/// at a still small, fixed memory bound.
-pub const DEFAULT_PART_SIZE: usize = 8 << 20;
+/// each part, held in the app's process while it uploads. S3's minimum and Litestream's
+/// default, 5 MiB: the smallest fixed memory bound S3 allows (`part-size` raises it).
+pub const DEFAULT_PART_SIZE: usize = 5 << 20;
 /// S3's minimum size for every part but the last.
 pub const MIN_PART_SIZE: usize = 5 << 20;
 /// The object metadata key Litestream stores the LTX timestamp under.

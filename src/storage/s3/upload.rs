@@ -184,7 +184,7 @@ impl Inner {
                 parts.push((n, etag));
                 total += buf.len() as u64;
                 buf.clear();
-                // Grow parts every 2,500 so 10,000 parts reach ~300 GiB at 8 MiB.
+                // Grow parts every 2,500 so 10,000 parts reach ~190 GiB at 5 MiB.
                 let want = self
                     .part_size
                     .saturating_mul(1usize << (n / 2500).min(6))
