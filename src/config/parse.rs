@@ -52,11 +52,8 @@ pub(crate) fn build(
     cfg.snapshot = read_snapshot(ctx, &mut f, SnapshotConfig::default())?;
     cfg.addr = opt_string!(f, "addr");
     cfg.mcp_addr = opt_string!(f, "mcp-addr");
+    // `walship replicate` without -exec runs it, as `litestream replicate` does.
     cfg.exec = opt_string!(f, "exec");
-    if cfg.exec.is_some() {
-        let line = root_line_of(root, "exec");
-        ctx.warn(line, "`exec` is ignored: walship runs inside your application, so there is no subprocess to start");
-    }
     set!(f, "l0-retention", duration, cfg.l0_retention);
     set!(
         f,

@@ -267,6 +267,18 @@ def test_replicate_without_exec_explains(built, tmp_path):
     assert "-exec" in lines[0] and "inside your application's process" in lines[0], lines
 
 
+def test_replicate_runs_the_configs_exec_without_the_flag(built, tmp_path):
+    """Litestream runs the config's `exec:` when -exec is absent; so does walship."""
+    app = make_app(tmp_path)
+    cfg = app / "litestream.yml"
+    cfg.write_text('exec: "sqlite3 -batch -init sql.txt data/app.db .quit"\n' + cfg.read_text())
+    (app / "sql.txt").write_text(SHELL_SQL)
+    p = host_run([WALSHIP, "replicate", "-config", "litestream.yml"], host_env(), app, check=False)
+    assert p.returncode == 0, p.stderr
+    assert "exec" not in p.stderr, p.stderr  # no "ignored" warning from the config any more
+    check_restore(app)
+
+
 # ---------------------------------------------------------------------------------------------
 # node with better-sqlite3 (the package harness's fresh project: better-sqlite3 from npm)
 

@@ -68,17 +68,28 @@ pub fn run(argv: &[String]) -> Result<(), CmdError> {
         print!("{USAGE}");
         return Ok(());
     }
-    let Some(exec) = a.value("exec") else {
-        return Err(anyhow!("{NO_EXEC}").into());
-    };
     if !a.positional.is_empty() {
         return Err(CmdError::Usage(format!(
             "unexpected arguments {:?}: with -exec, the databases come from the config",
             a.positional.join(" ")
         )));
     }
-    let words = shellwords::split(exec).map_err(|e| CmdError::Usage(format!("-exec: {e}")))?;
+    if a.value("exec").is_none()
+        && a.value("config").is_none()
+        && Config::discover().ok().flatten().is_none()
+    {
+        return Err(anyhow!("{NO_EXEC}").into());
+    }
     let cfg = load_config(a.value("config"))?;
+    // `-exec`, else the config's `exec:` (Litestream runs that one when the flag is absent).
+    let Some(exec) = a
+        .value("exec")
+        .map(str::to_string)
+        .or_else(|| cfg.exec.clone())
+    else {
+        return Err(anyhow!("{NO_EXEC}").into());
+    };
+    let words = shellwords::split(&exec).map_err(|e| CmdError::Usage(format!("-exec: {e}")))?;
     let ext = extension()?;
     let run = RunDir::create()?;
 
