@@ -255,34 +255,7 @@ fn fake_server(handler: impl Fn(&str) -> (u16, String) + Send + 'static) -> (u16
     thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut s) = stream else { return };
-            let mut buf = [0u8; 65536];
-            let mut req = Vec::new();
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => req.extend_from_slice(&buf[..k]),
-                }
-            }
-            let end = req
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .map_or(req.len(), |i| i + 4);
-            let head = String::from_utf8_lossy(&req[..end]).to_string();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            let mut have = req.len() - end;
-            while have < len {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => have += k,
-                }
-            }
+            let head = emulators::read_request_head(&mut s);
             s2.lock().unwrap().push(head.clone());
             let (status, body) = handler(&head);
             let _ = write!(

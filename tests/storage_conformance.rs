@@ -14,9 +14,9 @@
 mod emulators;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread;
@@ -42,60 +42,7 @@ struct S3Env {
     checks_auth: bool,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-/// Starts `cmd` under a shell watchdog that kills it (by its pid) once this test process
-/// is gone, so no server outlives the tests. The watchdog itself is never waited for: it
-/// ends only after this process has.
-#[allow(clippy::zombie_processes)]
-fn spawn_watched(cmd: &[String], log: &Path) {
-    let quoted: Vec<String> = cmd
-        .iter()
-        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
-        .collect();
-    let script = format!(
-        "{} >'{}' 2>&1 & child=$!; while kill -0 {} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done; kill $child 2>/dev/null; wait $child",
-        quoted.join(" "),
-        log.display(),
-        std::process::id()
-    );
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sh");
-}
-
-fn wait_for_port(port: u16, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "the S3 test server did not listen on 127.0.0.1:{port} within 60s; its log:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
+use emulators::{free_port, spawn_watched, wait_for_port, which};
 
 fn s3_env() -> Option<&'static S3Env> {
     static ENV: OnceLock<Option<S3Env>> = OnceLock::new();
@@ -1193,35 +1140,7 @@ fn fake_server(
     thread::spawn(move || {
         for (n, stream) in listener.incoming().enumerate() {
             let Ok(mut s) = stream else { return };
-            let mut buf = [0u8; 8192];
-            let mut req = Vec::new();
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => req.extend_from_slice(&buf[..k]),
-                }
-            }
-            let end = req
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .map_or(req.len(), |i| i + 4);
-            let head = String::from_utf8_lossy(&req[..end]).to_string();
-            // Read the body too, so the client is never cut off while sending.
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            let mut have = req.len() - end;
-            while have < len {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => have += k,
-                }
-            }
+            let head = emulators::read_request_head(&mut s);
             s2.lock().unwrap().push(head.clone());
             let _ = s.write_all(&handler(n, &head));
         }

@@ -251,3 +251,39 @@ pub fn gcs_storage(env: &FakeGcs, bucket: &str, path: &str) -> GcsStorage {
     );
     GcsStorage::from_config(&c).unwrap()
 }
+
+/// Reads one HTTP/1.1 request from `s` (for the tests' small fake servers): its head (request
+/// line and headers) as text; the body, up to its Content-Length, is read and dropped, so the
+/// client is never cut off while sending.
+pub fn read_request_head(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut buf = [0u8; 65536];
+    let mut req = Vec::new();
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => req.extend_from_slice(&buf[..k]),
+        }
+    }
+    let end = req
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(req.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&req[..end]).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    let mut have = req.len() - end;
+    while have < len {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => have += k,
+        }
+    }
+    head
+}

@@ -772,6 +772,18 @@ def test_reopen_cycles_with_operator_edits(built, work):
 # app committing in a tight loop on a 2-core machine never got its first snapshot, and kept
 # writing until the disk was full).
 
+def seed_120mb(db):
+    """A 120 MB WAL-mode database with table t, written by plain SQLite and checkpointed."""
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT, v BLOB)")
+    con.execute("BEGIN")
+    con.executemany("INSERT INTO t(who, v) VALUES ('seed', randomblob(4000))", [()] * 30000)
+    con.execute("COMMIT")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+
+
 HAMMER = r"""
 import sqlite3, sys, os
 con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
@@ -796,14 +808,7 @@ def test_first_snapshot_under_a_writer_restarting_the_wal_constantly(built, work
     The snapshot must not depend on the writer pausing: the app's flush succeeds while the
     writer keeps going, and the restore equals the database once it stops."""
     db, replica, cfg = setup(work)
-    con = sqlite3.connect(db, isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT, v BLOB)")
-    con.execute("BEGIN")
-    con.executemany("INSERT INTO t(who, v) VALUES ('seed', randomblob(4000))", [()] * 30000)
-    con.execute("COMMIT")
-    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    con.close()
+    seed_120mb(db)
     stop = work / "stop-hammer"
     hammer = subprocess.Popen([SYS_PYTHON, "-c", HAMMER, str(db), str(stop)], cwd=work)
     App.live.append(hammer)
@@ -862,14 +867,7 @@ def test_a_busy_writer_during_the_first_snapshot_upload_costs_no_resync(built, w
     (restarting the WAL every few commits) from the start: the snapshot uploads for a while,
     and every restart the app makes meanwhile is its own, guarded: no resync follows."""
     db, replica, cfg = setup(work)
-    con = sqlite3.connect(db, isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT, v BLOB)")
-    con.execute("BEGIN")
-    con.executemany("INSERT INTO t(who, v) VALUES ('seed', randomblob(4000))", [()] * 30000)
-    con.execute("COMMIT")
-    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    con.close()
+    seed_120mb(db)
     env = dict(os.environ, WALSHIP_CONFIG=str(cfg), WALSHIP_LOG="info")
     env.pop("AWS_CA_BUNDLE", None)
     p = subprocess.run([SYS_PYTHON, "-c", BUSY_APP, str(EXT), str(db), "5"], env=env, cwd=work,
