@@ -200,3 +200,101 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PS: u64 = 1024;
+
+    /// Byte offset of frame `i`'s header in a WAL of 1024-byte pages.
+    fn at(i: u64) -> u64 {
+        32 + (i - 1) * (24 + PS)
+    }
+
+    fn header(pgno: u32, commit: u32, salts: (u32, u32)) -> Vec<u8> {
+        let mut h = vec![0u8; 24];
+        h[0..4].copy_from_slice(&pgno.to_be_bytes());
+        h[4..8].copy_from_slice(&commit.to_be_bytes());
+        h[8..12].copy_from_slice(&salts.0.to_be_bytes());
+        h[12..16].copy_from_slice(&salts.1.to_be_bytes());
+        h
+    }
+
+    fn frame(s: &Shared, i: u64, commit: u32, salts: (u32, u32)) {
+        s.wal_written(at(i), &header(i as u32, commit, salts));
+        s.wal_written(at(i) + 24, &[7u8; PS as usize]);
+    }
+
+    fn shared() -> Shared {
+        let dir = std::env::temp_dir().join(format!("walship-shared-test-{}", std::process::id()));
+        Shared::new(dir.join("x.db").to_str().unwrap(), &dir)
+    }
+
+    /// Without a wal-index, readers stop at the last commit SQLite confirmed: a commit frame
+    /// written without COMMIT_PHASETWO after it (a commit SQLite reported failed) is past it.
+    #[test]
+    fn only_confirmed_commits_count_without_a_wal_index() {
+        let s = shared();
+        let salts = (11, 22);
+        assert!(s.shm_header().is_none(), "nothing written: no limit");
+        frame(&s, 1, 0, salts);
+        frame(&s, 2, 2, salts);
+        let h = s
+            .shm_header()
+            .expect("a commit frame of this generation was written");
+        assert_eq!((h.mx_frame, h.salts()), (0, salts), "not confirmed yet");
+        s.commit_confirmed();
+        assert_eq!(s.shm_header().unwrap().mx_frame, 2);
+        // The next transaction's commit frame reaches the WAL, then the commit fails.
+        frame(&s, 3, 0, salts);
+        frame(&s, 4, 3, salts);
+        assert_eq!(
+            s.shm_header().unwrap().mx_frame,
+            2,
+            "an unconfirmed commit is past the limit"
+        );
+        // Padding frames after a commit frame (psow=0, synchronous=FULL) are commit frames too.
+        frame(&s, 5, 3, salts);
+        s.commit_confirmed();
+        assert_eq!(s.shm_header().unwrap().mx_frame, 5);
+    }
+
+    /// SQLite rewrites a transaction's frame headers to fix their checksums, the commit frame's
+    /// last (its first header has zero salts, and no page follows the rewrite): the frame keeps
+    /// the index its page gave it.
+    #[test]
+    fn a_rewritten_commit_header_keeps_its_frame() {
+        let s = shared();
+        let salts = (5, 6);
+        frame(&s, 1, 0, salts);
+        frame(&s, 2, 2, (0, 0));
+        s.wal_written(at(1), &header(1, 0, salts));
+        s.wal_written(at(2), &header(2, 2, salts));
+        s.commit_confirmed();
+        let h = s.shm_header().unwrap();
+        assert_eq!((h.mx_frame, h.salts()), (2, salts));
+    }
+
+    /// A write at or before the confirmed commit (the WAL was replaced under the process, as a
+    /// restored copy does) makes what follows unconfirmed until its own commit is.
+    #[test]
+    fn a_rewound_wal_is_unconfirmed_from_the_rewrite() {
+        let s = shared();
+        let salts = (8, 9);
+        for i in 1..=4 {
+            frame(&s, i, if i == 4 { 4 } else { 0 }, salts);
+        }
+        s.commit_confirmed();
+        assert_eq!(s.shm_header().unwrap().mx_frame, 4);
+        frame(&s, 3, 0, salts);
+        frame(&s, 4, 4, salts);
+        assert_eq!(
+            s.shm_header().unwrap().mx_frame,
+            2,
+            "frames 3.. are the new, unconfirmed ones"
+        );
+        s.commit_confirmed();
+        assert_eq!(s.shm_header().unwrap().mx_frame, 4);
+    }
+}
