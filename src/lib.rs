@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod logging;
 pub mod ltx;
 pub mod metrics;
+pub mod process;
 pub mod registry;
 pub mod restore;
 pub mod shipper;

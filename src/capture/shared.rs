@@ -16,7 +16,7 @@ pub struct Shared {
     shm: Mutex<(usize, usize)>,
     /// The process that opened the database (a forked child neither guards nor stages: its
     /// parent ships, and sees the child's restarts as another writer's).
-    pid: u32,
+    owner: crate::process::Owner,
     /// The wal-index header as this process last saw it (write lock and unlock, commit, and
     /// just before unmapping): how far the guards may read (see `Tail::guard`).
     seen: Mutex<Option<ShmHeader>>,
@@ -48,7 +48,7 @@ impl Shared {
         Shared {
             tail: Mutex::new(Tail::new(db_path, work_dir)),
             shm: Mutex::new((0, 0)),
-            pid: std::process::id(),
+            owner: crate::process::Owner::this(),
             seen: Mutex::new(None),
             commits: Mutex::new(Commits::default()),
         }
@@ -150,7 +150,7 @@ impl Shared {
 
     /// True in the process that opened the database (false in a forked child).
     pub fn in_owner(&self) -> bool {
-        std::process::id() == self.pid
+        self.owner.is_current()
     }
 
     pub fn shm_attach(&self, addr: usize) {

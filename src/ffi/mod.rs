@@ -161,6 +161,7 @@ pub unsafe extern "C" fn sqlite3_walvfs_init(
             return sys::SQLITE_ERROR;
         }
         crate::logging::init();
+        watch_forks();
         if let Err(msg) = vfs::register() {
             // SAFETY: as above.
             unsafe { set_err(pz_err, &msg) };
@@ -168,6 +169,25 @@ pub unsafe extern "C" fn sqlite3_walvfs_init(
         }
         functions::register_everywhere(db)
     })
+}
+
+/// In a forked child, bumps the fork count `crate::process` compares (async-signal-safe: one
+/// atomic add).
+extern "C" fn after_fork_in_child() {
+    crate::process::forked();
+}
+
+/// Installs the atfork handler once per process image.
+fn watch_forks() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a plain `extern "C"` function with no captured state, which only
+        // performs an atomic add; the other two handlers are absent.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        if rc == 0 {
+            crate::process::watching();
+        }
+    });
 }
 
 /// A NUL-terminated C string as `&str`, if it is valid UTF-8.

@@ -159,7 +159,7 @@ pub struct Handle {
     status: Arc<Mutex<Status>>,
     job: Arc<Job>,
     /// The process that started the shipper: a forked child has no shipper to ask.
-    pid: u32,
+    owner: crate::process::Owner,
 }
 
 impl Handle {
@@ -193,7 +193,7 @@ impl Handle {
             wake,
             status,
             job,
-            pid: std::process::id(),
+            owner: crate::process::Owner::this(),
         }
     }
 
@@ -216,7 +216,7 @@ impl Handle {
         make: impl FnOnce(Sender<Result<u64, String>>) -> Msg,
         timeout: Duration,
     ) -> Result<u64, String> {
-        if std::process::id() != self.pid {
+        if !self.owner.is_current() {
             return Err(
                 "the database is replicated by the process that opened it, not by this \
                         forked child"

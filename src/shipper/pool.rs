@@ -82,14 +82,14 @@ struct Queue {
 struct Pool {
     queue: Mutex<Queue>,
     cv: Condvar,
-    pid: u32,
+    owner: crate::process::Owner,
     max_threads: usize,
 }
 
 static POOL: Lazy<Pool> = Lazy::new(|| Pool {
     queue: Mutex::new(Queue::default()),
     cv: Condvar::new(),
-    pid: std::process::id(),
+    owner: crate::process::Owner::this(),
     max_threads: std::env::var("WALSHIP_SHIPPER_THREADS")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
@@ -103,7 +103,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// True in the process that created the pool (false in a forked child).
 fn in_owner() -> bool {
-    std::process::id() == POOL.pid
+    POOL.owner.is_current()
 }
 
 impl Job {
