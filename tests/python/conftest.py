@@ -44,6 +44,31 @@ def run(cmd, env=None, check=True, timeout=300, cwd=None):
     return p
 
 
+def free_port():
+    """A TCP port free on 127.0.0.1 now (for a server a test starts)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, what, deadline_s=60):
+    """Waits until `proc` (a server the test started) listens on `port`; fails the test if it
+    exits or does not listen within `deadline_s`."""
+    import socket
+    import time
+    deadline = time.time() + deadline_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail(f"{what} did not start on port {port}")
+            time.sleep(0.05)
+
+
 def write_config(path: Path, db: Path, replica: Path, sync_interval="1s", extra=""):
     path.write_text(
         f"dbs:\n  - path: {db}\n    replica:\n      type: file\n      path: {replica}\n"

@@ -31,7 +31,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import EXT, SYS_PYTHON, WALSHIP, content_hash, integrity, litestream_bin, run
+from conftest import EXT, SYS_PYTHON, WALSHIP, content_hash, free_port, integrity, litestream_bin, run, wait_port
 
 ACCOUNT = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -63,25 +63,6 @@ def missing(what):
     if os.environ.get("WALSHIP_REQUIRE_EMULATORS") == "1":
         pytest.fail(f"{what} is required (WALSHIP_REQUIRE_EMULATORS=1)")
     pytest.skip(what)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, what):
-    deadline = time.time() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"{what} did not start on port {port}")
-            time.sleep(0.05)
 
 
 def stop(proc):

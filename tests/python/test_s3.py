@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import EXT, HERE, SYS_PYTHON, WALSHIP, content_hash, integrity, litestream_bin, run
+from conftest import EXT, HERE, SYS_PYTHON, WALSHIP, content_hash, free_port, integrity, litestream_bin, run, wait_port
 
 KEY_ID = "AKIAWALSHIPPYTEST001"
 SECRET = "walship/py+secret/0123456789abcdefghijklmn"
@@ -38,12 +38,6 @@ def go_rfc3339nano_ms(ts_ms: int) -> str:
     return s + (f".{frac}" if frac else "") + "Z"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory):
     exe = shutil.which("moto_server")
@@ -54,16 +48,7 @@ def moto(tmp_path_factory):
     port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
     proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"moto_server did not start on port {port}")
-            time.sleep(0.1)
+    wait_port(port, proc, "moto_server")
     endpoint = f"http://127.0.0.1:{port}"
     s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=KEY_ID,
                       aws_secret_access_key=SECRET, region_name="us-east-1")
