@@ -25,6 +25,9 @@ pub struct Shared {
     /// and the last one a successful commit confirmed (SQLite signals the end of a commit that
     /// succeeded with COMMIT_PHASETWO; a failed one may leave a valid commit frame behind).
     commits: Mutex<Commits>,
+    /// Connections of this process with the wal-index mapped (mirrors `shm.1`, read without a
+    /// lock on the commit path).
+    mapped: std::sync::atomic::AtomicUsize,
 }
 
 /// A commit frame written to the WAL through the shim.
@@ -51,6 +54,7 @@ impl Shared {
             owner: crate::process::Owner::this(),
             seen: Mutex::new(None),
             commits: Mutex::new(Commits::default()),
+            mapped: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -58,6 +62,11 @@ impl Shared {
     /// a few comparisons). Only commit frames, and the page that follows one, are noted.
     pub fn wal_written(&self, offset: u64, data: &[u8]) {
         use crate::wal::{FrameHeader, FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
+        // With a wal-index mapped, readers take the limit from it: nothing to note, and the
+        // commit path stays one atomic load here.
+        if self.mapped.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            return;
+        }
         let mut c = self.commits.lock().unwrap_or_else(|e| e.into_inner());
         if data.len() == FRAME_HEADER_SIZE {
             let h = FrameHeader::parse(data);
@@ -157,12 +166,14 @@ impl Shared {
         let mut g = self.shm.lock().unwrap_or_else(|e| e.into_inner());
         g.0 = addr;
         g.1 += 1;
+        self.mapped.store(g.1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A connection is unmapping: `unmap` runs under the lock, so no reader sees a dead region.
     pub fn shm_detach<R>(&self, unmap: impl FnOnce() -> R) -> R {
         let mut g = self.shm.lock().unwrap_or_else(|e| e.into_inner());
         g.1 = g.1.saturating_sub(1);
+        self.mapped.store(g.1, std::sync::atomic::Ordering::Relaxed);
         if g.1 == 0 {
             g.0 = 0;
         }
